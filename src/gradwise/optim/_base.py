@@ -1,0 +1,232 @@
+"""The adapter between an update rule and ``torch.optim.Optimizer``.
+
+A concrete optimizer says four things: the state it keeps per parameter, the scalars of one step
+(learning rate, bias corrections, ...), the static options of its rule, and (optionally) which of
+torch's fused kernels implements the same rule. This base class does the rest: closures, param
+groups, ``zero_grad``, lazy state, the step counter, torch-compatible ``state_dict``, validation
+and backend dispatch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from . import _backends
+from ._backends import BACKENDS, FUSED_MIN_NUMEL, RUNNERS
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class of gradwise's first-order optimizers (a ``torch.optim.Optimizer``)."""
+
+    #: The update rule: ``rule(p, g, *state, **scalars, **options) -> (p, *state)``.
+    rule: Callable
+    #: Whether the state keeps torch's ``step`` counter (a 0-d float32 tensor).
+    has_step: bool = True
+    #: Whether state is created when the optimizer is built (torch's Adagrad) or at first use.
+    eager_state: bool = False
+
+    def __init__(self, params, defaults: dict):
+        super().__init__(params, defaults)
+
+    # -- what a concrete optimizer provides ------------------------------------------------
+
+    def _init_state(self, group: dict, p: Tensor) -> dict:
+        raise NotImplementedError
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        """The state tensors the rule reads and returns, in the rule's argument order."""
+        raise NotImplementedError
+
+    def _scalars(self, group: dict, t: float) -> dict[str, float]:
+        """The numbers of update number ``t`` (1 for the first update)."""
+        raise NotImplementedError
+
+    def _options(self, group: dict) -> dict:
+        """Static flags of the rule for this group."""
+        raise NotImplementedError
+
+    def _validate(self, group: dict) -> None:
+        """Raise ValueError for a bad hyperparameter of ``group``."""
+
+    def _native(self, group: dict, device: torch.device) -> Callable | None:
+        """torch's fused kernel ``kernel(params, grads, states)`` for this group's rule on
+        ``device``, or None where torch has none."""
+        return None
+
+    # -- param groups and state dict -------------------------------------------------------
+
+    def add_param_group(self, param_group: dict) -> None:
+        params = param_group["params"] if isinstance(param_group, dict) else None
+        if isinstance(params, Tensor):
+            params = [params]
+        if params is not None and not isinstance(params, set):
+            params = list(params)
+            for i, p in enumerate(params):
+                if not isinstance(p, Tensor):
+                    raise ValueError(
+                        f"params[{i}] is a {type(p).__name__}; an optimizer takes tensors "
+                        "(nn.Parameter), dicts of param groups, or (name, tensor) pairs"
+                    )
+            param_group = {**param_group, "params": params}
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_backend(group)
+        self._validate(group)
+        if self.eager_state:
+            for p in group["params"]:
+                self.state[p] = self._init_state(group, p)
+
+    def __setstate__(self, state: dict) -> None:
+        # A state dict saved by torch.optim lacks gradwise's own keys: take them from defaults.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
+    # -- the step ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        """Perform one update. ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update(group, params)
+        return loss
+
+    def _update(self, group: dict, params: list[Tensor]) -> None:
+        fresh = set()
+        for i, p in enumerate(params):
+            if p.grad.is_sparse:
+                raise ValueError(
+                    f"{type(self).__name__} got a sparse gradient for parameter {i} of its group; "
+                    "sparse gradients are not supported (torch.optim.SparseAdam takes them)"
+                )
+            if not self.state[p]:
+                self.state[p] = self._init_state(group, p)
+                fresh.add(i)
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        if self.has_step:
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1)
+
+        backend = self._choose_backend(group, params)
+        if backend == "native":
+            call_native(self._native(group, params[0].device), params, grads, states)
+            return
+
+        keys = self._state_keys(group)
+        columns = [[s[k] for s in states] for k in keys]
+        if any(p.is_complex() for p in params):
+            params, grads = _as_real(params), _as_real(grads)
+            columns = [_as_real(c) for c in columns]
+        if self.has_step:
+            ts = [float(s) for s in steps]
+        else:  # only the first update is special (torch's SGD starts its buffer at g)
+            ts = [1.0 if i in fresh else 2.0 for i in range(len(params))]
+        per_t = {t: self._scalars(group, t) for t in set(ts)}
+        scalars = [per_t[t] for t in ts]
+        RUNNERS[backend](type(self).rule, params, grads, columns, scalars, self._options(group))
+
+    def _choose_backend(self, group: dict, params: list[Tensor]) -> str:
+        backend = _requested_backend(group)
+        native = self._native(group, params[0].device) is not None and _native_dtypes(params)
+        if backend == "native":
+            if not native:
+                raise ValueError(
+                    f"backend='native' (or fused=True): torch has no fused {type(self).__name__} "
+                    "kernel for these options or tensors; use backend='fused' or 'auto'"
+                )
+            return "native"
+        if backend != "auto":
+            return backend
+        if native:
+            return "native"
+        cuda = params[0].device.type == "cuda"
+        big = sum(p.numel() for p in params) >= FUSED_MIN_NUMEL
+        if (cuda or big) and _backends.compile_works():
+            return "fused"
+        return "foreach" if cuda else "reference"
+
+
+def _requested_backend(group: dict) -> str:
+    """The backend a group asks for; torch's ``foreach``/``fused`` flags map onto it."""
+    if group.get("fused"):
+        return "native" if group["backend"] == "auto" else group["backend"]
+    if group.get("foreach"):
+        return "foreach" if group["backend"] == "auto" else group["backend"]
+    return group["backend"]
+
+
+def _check_backend(group: dict) -> None:
+    backend = group["backend"]
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    if group.get("fused") and group.get("foreach"):
+        raise ValueError("fused=True and foreach=True exclude each other; set at most one")
+    if backend != "auto" and (group.get("fused") or group.get("foreach")):
+        raise ValueError(
+            f"backend={backend!r} and torch's fused/foreach flags both given; use backend= alone"
+        )
+    for flag in ("capturable", "differentiable"):
+        if group.get(flag):
+            raise ValueError(f"{flag}=True is not supported by gradwise; use torch.optim for it")
+
+
+def _native_dtypes(params: list[Tensor]) -> bool:
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def _as_real(tensors: list[Tensor]) -> list[Tensor]:
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+
+
+def check_nonnegative(name: str, value) -> None:
+    """ValueError unless ``value`` is a finite number >= 0."""
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name}={value!r} is invalid; {name} must be a finite number >= 0")
+
+
+def check_unit(name: str, value, *, closed: bool = False) -> None:
+    """ValueError unless ``0 <= value < 1`` (``<= 1`` if ``closed``)."""
+    v = float(value)
+    ok = 0 <= v <= 1 if closed else 0 <= v < 1
+    if not ok:
+        interval = "[0, 1]" if closed else "[0, 1)"
+        raise ValueError(f"{name}={value!r} is invalid; {name} must lie in {interval}")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is invalid; accepted: {', '.join(map(repr, choices))}")
+
+
+def step_counter() -> Tensor:
+    """torch's per-parameter step counter: a 0-d float32 tensor on the CPU."""
+    return torch.tensor(0.0, dtype=torch.float32)
+
+
+def call_native(kernel: Callable, params: list[Tensor], grads: list[Tensor], states: list[dict]):
+    """Call ``kernel(params, grads, states)`` once per (device, dtype), as torch's kernels need.
+
+    On an accelerator torch's fused kernels read the step counters on the device: move them there.
+    """
+    by_kind: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        by_kind.setdefault((p.device, p.dtype), []).append(i)
+    for (device, _), idx in by_kind.items():
+        if device.type != "cpu":
+            for i in idx:
+                if "step" in states[i] and states[i]["step"].device != device:
+                    states[i]["step"] = states[i]["step"].to(device)
+        kernel([params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx])
