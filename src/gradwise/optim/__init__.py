@@ -11,11 +11,14 @@ from ._backends import BACKENDS
 from ._base import Optimizer
 from .adagrad import Adagrad, adagrad
 from .adam import Adam, AdamW, adam
+from .groups import param_groups
+from .lbfgs import LBFGS
+from .newton import Newton
 from .rmsprop import RMSprop, rmsprop
 from .sgd import SGD, sgd
 
 __all__ = [
     "BACKENDS", "Optimizer",
-    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
+    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Newton", "LBFGS", "param_groups",
     "sgd", "adagrad", "rmsprop", "adam",
 ]

@@ -103,17 +103,20 @@ class Optimizer(torch.optim.Optimizer):
         return loss
 
     def _update(self, group: dict, params: list[Tensor]) -> None:
-        fresh = set()
+        fresh, states = set(), []
         for i, p in enumerate(params):
             if p.grad.is_sparse:
                 raise ValueError(
                     f"{type(self).__name__} got a sparse gradient for parameter {i} of its group; "
                     "sparse gradients are not supported (torch.optim.SparseAdam takes them)"
                 )
-            if not self.state[p]:
-                self.state[p] = self._init_state(group, p)
+            state = self.state.get(p)
+            if not state:
+                state = self._init_state(group, p)
                 fresh.add(i)
-        states = [self.state[p] for p in params]
+                if state:  # like torch, keep no entry for a parameter without state
+                    self.state[p] = state
+            states.append(state)
         grads = [p.grad for p in params]
         if self.has_step:
             steps = [s["step"] for s in states]

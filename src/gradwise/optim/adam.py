@@ -40,7 +40,7 @@ def adam(p, g, m, v, *vmax, step_size, beta1, beta2, eps, bias_correction2_sqrt,
     elif decay:
         g = g + weight_decay * p
     m = m.lerp(g, 1 - beta1)
-    v = beta2 * v + (1 - beta2) * (g * g)
+    v = beta2 * v + (1 - beta2) * g * g
     second = v
     if amsgrad:
         second = vmax[0].maximum(v)

@@ -29,7 +29,7 @@ def rmsprop(p, g, square_avg, *extra, lr, alpha, eps, momentum, weight_decay,
         g = -g
     if decay:
         g = g + weight_decay * p
-    square_avg = alpha * square_avg + (1 - alpha) * (g * g)
+    square_avg = alpha * square_avg + (1 - alpha) * g * g
     variance = square_avg
     if centered:
         grad_avg = grad_avg.lerp(g, 1 - alpha)
