@@ -76,6 +76,8 @@ class Optimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         _check_backend(group)
         self._validate(group)
+        if group["backend"] == "native" and group["params"]:
+            self._choose_backend(group, group["params"])  # fail now, not at the first step
         if self.eager_state:
             for p in group["params"]:
                 self.state[p] = self._init_state(group, p)
@@ -141,15 +143,17 @@ class Optimizer(torch.optim.Optimizer):
         RUNNERS[backend](type(self).rule, params, grads, columns, scalars, self._options(group))
 
     def _choose_backend(self, group: dict, params: list[Tensor]) -> str:
-        backend = _requested_backend(group)
+        backend = group["backend"]
+        if group.get("foreach"):
+            backend = "foreach"
         native = self._native(group, params[0].device) is not None and _native_dtypes(params)
-        if backend == "native":
-            if not native:
-                raise ValueError(
-                    f"backend='native' (or fused=True): torch has no fused {type(self).__name__} "
-                    "kernel for these options or tensors; use backend='fused' or 'auto'"
-                )
-            return "native"
+        if backend == "native" and not native:
+            raise ValueError(
+                f"backend='native': torch has no fused {type(self).__name__} kernel for these "
+                "options or tensors; use backend='fused' or 'auto'"
+            )
+        if group.get("fused"):  # torch's flag: one kernel per step, torch's own where it has one
+            return "native" if native else "fused"
         if backend != "auto":
             return backend
         if native:
@@ -159,15 +163,6 @@ class Optimizer(torch.optim.Optimizer):
         if (cuda or big) and _backends.compile_works():
             return "fused"
         return "foreach" if cuda else "reference"
-
-
-def _requested_backend(group: dict) -> str:
-    """The backend a group asks for; torch's ``foreach``/``fused`` flags map onto it."""
-    if group.get("fused"):
-        return "native" if group["backend"] == "auto" else group["backend"]
-    if group.get("foreach"):
-        return "foreach" if group["backend"] == "auto" else group["backend"]
-    return group["backend"]
 
 
 def _check_backend(group: dict) -> None:

@@ -27,7 +27,8 @@ def param_groups(model: nn.Module, *, weight_decay: float = 0.0, lr: float | Non
     ``lr`` key, so the optimizer's own ``lr`` applies.
 
     >>> net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    >>> [(g["name"], len(g["params"]), g["weight_decay"]) for g in param_groups(net, weight_decay=5e-4)]
+    >>> groups = param_groups(net, weight_decay=5e-4)
+    >>> [(g["name"], len(g["params"]), g["weight_decay"]) for g in groups]
     [('decay', 2, 0.0005), ('no_decay', 4, 0.0)]
     """
     if weight_decay < 0:

@@ -150,7 +150,9 @@ class LBFGS(torch.optim.Optimizer):
             prev_g, prev_loss = g.clone(), loss
 
             # the first step is scaled to length <= lr: the gradient's size is not yet known
-            t = min(1.0, 1.0 / float(g.abs().sum())) * cfg["lr"] if state["n_iter"] == 1 else cfg["lr"]
+            t = cfg["lr"]
+            if state["n_iter"] == 1:
+                t *= min(1.0, 1.0 / float(g.abs().sum()))
             gtd = float(g @ d)
             if gtd > -cfg["tolerance_change"]:
                 break  # not a descent direction any more
@@ -158,7 +160,7 @@ class LBFGS(torch.optim.Optimizer):
             if cfg["line_search_fn"] == "strong_wolfe":
                 x0 = [p.clone() for p in self._params()]
 
-                def objective(step: float) -> tuple[float, Tensor]:
+                def objective(step: float, x0=x0, d=d) -> tuple[float, Tensor]:
                     self._set(x0)
                     self._add(step, d)
                     return self._evaluate(closure)

@@ -84,7 +84,9 @@ class Newton(torch.optim.Optimizer):
 
 
 def _flat(grad: Tensor | None, p: Tensor) -> Tensor:
-    return torch.zeros(p.numel(), dtype=p.dtype, device=p.device) if grad is None else grad.reshape(-1)
+    if grad is None:
+        return torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
+    return grad.reshape(-1)
 
 
 def _hessian(g: Tensor, params: list[Tensor]) -> Tensor:
