@@ -55,6 +55,25 @@ def test_changing_learning_rate_never_recompiles(digits):
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+def test_fused_kernel_is_shape_generic():
+    """A second model with other shapes (same tensor count) reuses the compiled kernel."""
+    from torch._dynamo.utils import counters
+
+    def step(sizes):
+        params = [torch.nn.Parameter(torch.ones(n)) for n in sizes]
+        for p in params:
+            p.grad = torch.full_like(p, 0.5)
+        go.Adagrad(params, lr=0.1, eps_inside=True, backend="fused").step()
+        return params
+
+    step([10, 20, 30])
+    graphs = counters["stats"]["unique_graphs"]
+    params = step([7, 1000, 3])
+    assert counters["stats"]["unique_graphs"] == graphs
+    # sum = 0.25, update = 0.1 * 0.5 / sqrt(0.25 + 1e-10)
+    assert torch.allclose(params[1], torch.full((1000,), 1 - 0.1 * 0.5 / 0.5))
+
+
 def test_fused_handles_any_number_of_tensors():
     """11 tensors run as chunks 8 + 2 + 1; every tensor is updated exactly as by reference."""
     torch.manual_seed(0)
