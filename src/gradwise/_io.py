@@ -1,0 +1,64 @@
+"""Files written atomically (a temporary file in the same folder, then a rename) and read safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save(path: Path, obj) -> None:
+    """``torch.save`` atomically: a reader never sees a half-written checkpoint."""
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def load(path: Path, map_location=None) -> dict:
+    """``torch.load(weights_only=True)``; a missing or corrupt file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a gradwise checkpoint "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line (a killed writer) is dropped."""
+    records = []
+    if not Path(path).is_file():
+        return records
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records

@@ -1,0 +1,342 @@
+"""The Trainer: a config in, a run directory out.
+
+Run directory::
+
+    RUN/config.yaml          the resolved config
+    RUN/metrics.jsonl        one JSON object per line: step records {"step", "epoch", "loss",
+                             "lr"} every `train.log_every` steps, and epoch records {"epoch",
+                             "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                             "lr", "elapsed_seconds"}
+    RUN/checkpoints/last.pt  after every epoch: model, optimizer, schedule, RNG state, epoch
+    RUN/checkpoints/best.pt  the epoch with the best validation accuracy
+    RUN/summary.json         final metrics, best epoch, wall time, whether and why it stopped early
+
+Resuming from ``last.pt`` gives exactly the run an uninterrupted process would have produced:
+batches are drawn from a generator seeded by (seed, epoch), and the global RNG that drives
+dropout is saved with each checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import _io
+from .. import optim as gopt
+from ..config import Config, dump, load_config
+from ..data import Splits, load_data
+from ..errors import UserError
+from ..nn import build_model
+from ..schedules import LRScheduler, build_schedule
+from .progress import Progress
+
+OPTIMIZER_CLASSES = {"sgd": gopt.SGD, "adagrad": gopt.Adagrad, "rmsprop": gopt.RMSprop,
+                     "adam": gopt.Adam, "adamw": gopt.AdamW, "lbfgs": gopt.LBFGS}
+# schedules whose length defaults to the length of training
+_SIZED = {"cosine": "total_steps", "onecycle": "total_steps"}
+
+
+class Trainer:
+    """Trains ``config`` into ``out`` (a run directory).
+
+    >>> from gradwise.train import Trainer                               # doctest: +SKIP
+    >>> summary = Trainer({"data": "digits", "train": {"epochs": 3}}, "runs/demo").fit()
+    """
+
+    def __init__(self, config: Config | dict | str | Path, out: str | Path | None = None, *,
+                 progress: Progress | None = None, quiet: bool = False):
+        self.config = load_config(config)
+        self.out = Path(out) if out is not None else None
+        self.device = _device(self.config.device)
+        self.quiet = quiet
+        torch.manual_seed(self.config.seed)
+        cfg = self.config
+        self.data: Splits = load_data(cfg.data.source, val_fraction=cfg.data.val_fraction,
+                                      seed=cfg.seed, normalize=cfg.data.normalize,
+                                      label_column=cfg.data.label_column).to(self.device)
+        self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape,
+                                            self.data.num_classes,
+                                            **cfg.model.options()).to(self.device)
+        self.optimizer = _build_optimizer(self.model, cfg)
+        n = len(self.data.x_train)
+        self.full_batch = bool(cfg.train.full_batch)
+        self.steps_per_epoch = 1 if self.full_batch else math.ceil(n / cfg.train.batch_size)
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        if cfg.train.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        self.scheduler = LRScheduler(self.optimizer, self._schedule())
+        self.progress = progress or Progress(cfg.train.epochs, self.steps_per_epoch)
+        self.step = 0
+        self.epoch = 0
+        self.elapsed = 0.0
+        self.initial_loss: float | None = None
+        self.best = {"val_accuracy": -1.0, "epoch": 0}
+        self.stop_reason: str | None = None
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _schedule(self):
+        cfg = self.config.schedule
+        options = cfg.options()
+        if cfg.name in _SIZED:
+            options.setdefault(_SIZED[cfg.name], self.total_steps)
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        return build_schedule(cfg.name, warmup_steps=warmup, **options)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train for the configured epochs (continuing from ``last.pt`` if ``resume``)."""
+        if self.out is not None:
+            if resume:
+                self._restore()
+            else:
+                self._start_run_dir()
+        start = time.perf_counter() - self.elapsed
+        cfg = self.config.train
+        while self.epoch < cfg.epochs and self.step < self.total_steps and not self.stop_reason:
+            train_loss, train_acc = (self._full_batch_epoch() if self.full_batch
+                                     else self._minibatch_epoch())
+            self.epoch += 1
+            self.elapsed = time.perf_counter() - start
+            if self.stop_reason:
+                break
+            val_loss, val_acc = self.evaluate(self.data.x_val, self.data.y_val)
+            record = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
+                      "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
+                      "lr": self.scheduler.lr()[0], "elapsed_seconds": round(self.elapsed, 3)}
+            self._log(record)
+            if not self.quiet:
+                self.progress.epoch(record)
+            improved = val_acc > self.best["val_accuracy"]
+            if improved:
+                self.best = {"val_accuracy": val_acc, "epoch": self.epoch}
+            self._checkpoint(improved)
+        self.elapsed = time.perf_counter() - start
+        return self._finish()
+
+    def _minibatch_epoch(self) -> tuple[float, float]:
+        cfg, data = self.config.train, self.data
+        self.model.train()
+        n = len(data.x_train)
+        order = torch.randperm(n, generator=_epoch_generator(self.config.seed, self.epoch))
+        order = order.to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        for b in range(self.steps_per_epoch):
+            if self.step >= self.total_steps:
+                break
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, y = data.x_train[idx], data.y_train[idx]
+            with self._autocast():
+                logits = self.model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if self.step == 1 or self.step % cfg.log_every == 0:
+                value = float(loss.detach())
+                self._log({"step": self.step, "epoch": self.epoch + 1, "loss": value,
+                           "lr": self.scheduler.lr()[0]})
+                if self._diverged(value):
+                    break
+                if not self.quiet:
+                    self.progress.step(self.epoch, b, value)
+        return float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1)
+
+    def _full_batch_epoch(self) -> tuple[float, float]:
+        """One optimizer step on the whole training set: no shuffling, no dropout (L-BFGS)."""
+        data = self.data
+        self.model.train()
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.dropout._DropoutNd):
+                module.eval()
+
+        def closure():
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = F.cross_entropy(self.model(data.x_train).float(), data.y_train)
+            loss.backward()
+            return loss
+
+        self.optimizer.step(closure)
+        self.scheduler.step()
+        self.step += 1
+        loss, acc = self.evaluate(data.x_train, data.y_train)
+        self._log({"step": self.step, "epoch": self.epoch + 1, "loss": loss,
+                   "lr": self.scheduler.lr()[0]})
+        self._diverged(loss)
+        return loss, acc
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of the model (in eval mode) on ``x, y``."""
+        if len(x) == 0:
+            return float("nan"), float("nan")
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum, correct = 0.0, 0
+        bs = self.config.train.eval_batch_size
+        for i in range(0, len(x), bs):
+            with self._autocast():
+                logits = self.model(x[i:i + bs]).float()
+            loss_sum += float(F.cross_entropy(logits, y[i:i + bs], reduction="sum"))
+            correct += int((logits.argmax(1) == y[i:i + bs]).sum())
+        self.model.train(was_training)
+        return loss_sum / len(x), correct / len(x)
+
+    def _diverged(self, loss: float) -> bool:
+        """The lecture's rule: stop once the loss is NaN or above factor x the initial loss."""
+        factor = self.config.train.divergence_factor
+        if self.initial_loss is None:
+            self.initial_loss = loss
+        if not math.isfinite(loss):
+            self.stop_reason = f"loss became {loss} at step {self.step}"
+        elif loss > factor * self.initial_loss:
+            self.stop_reason = (f"loss {loss:.4g} exceeded {factor:g} x the initial loss "
+                                f"{self.initial_loss:.4g} at step {self.step}")
+        return self.stop_reason is not None
+
+    def _autocast(self):
+        if self.config.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    # -- the run directory ------------------------------------------------------------------
+
+    def _start_run_dir(self) -> None:
+        if (self.out / "metrics.jsonl").exists() or (self.out / "checkpoints").exists():
+            raise UserError(f"run directory {str(self.out)!r} already holds a run; continue it "
+                            f"with --resume {self.out}, or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        _io.write_text(self.out / "config.yaml", dump(self.config))
+        (self.out / "metrics.jsonl").write_text("")
+
+    def _log(self, record: dict) -> None:
+        if self.out is None:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(_json_line(record))
+
+    def _checkpoint(self, improved: bool) -> None:
+        if self.out is None or not self.config.train.checkpoint:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed,
+            "initial_loss": self.initial_loss, "best": self.best,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        folder = self.out / "checkpoints"
+        _io.save(folder / "last.pt", state)
+        if improved:
+            _io.save(folder / "best.pt", state)
+
+    def _restore(self) -> None:
+        ckpt = _io.load(self.out / "checkpoints" / "last.pt", map_location=self.device)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.epoch, self.step, self.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
+            self.initial_loss, self.best = ckpt["initial_loss"], ckpt["best"]
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            if ckpt["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise UserError(f"checkpoint {str(self.out / 'checkpoints' / 'last.pt')!r} does not "
+                            f"match this run's config ({exc})") from None
+        # drop what a killed process logged after its last checkpoint
+        kept = [r for r in _io.read_jsonl(self.out / "metrics.jsonl") if r["step"] <= self.step]
+        _io.write_text(self.out / "metrics.jsonl", "".join(_json_line(r) for r in kept))
+
+    def _finish(self) -> dict:
+        train_loss, train_acc = self.evaluate(self.data.x_train, self.data.y_train)
+        val_loss, val_acc = self.evaluate(self.data.x_val, self.data.y_val)
+        test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+        summary = {
+            "train_loss": train_loss, "train_accuracy": train_acc,
+            "val_loss": val_loss, "val_accuracy": val_acc,
+            "test_loss": test_loss, "test_accuracy": test_acc,
+            "best_epoch": self.best["epoch"], "best_val_accuracy": self.best["val_accuracy"],
+            "epochs": self.epoch, "steps": self.step,
+            "wall_seconds": round(self.elapsed, 3),
+            "samples_per_second": round(self.step * self._batch() / max(self.elapsed, 1e-9), 1),
+            "stopped_early": self.stop_reason is not None, "stop_reason": self.stop_reason,
+            "device": str(self.device),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+        if self.out is not None:
+            _io.write_json(self.out / "summary.json", summary)
+        if self.stop_reason and not self.quiet:
+            self.progress.message(f"stopped early: {self.stop_reason}")
+        return summary
+
+    def _batch(self) -> int:
+        return len(self.data.x_train) if self.full_batch else self.config.train.batch_size
+
+
+def fit(config: Config | dict | str | Path, out: str | Path | None = None, *,
+        resume: bool = False, quiet: bool = False) -> dict:
+    """Train ``config`` (a Config, a dict or a YAML path) into the run directory ``out``;
+    return the summary. The Python equivalent of ``gradwise train``."""
+    return Trainer(config, out, quiet=quiet).fit(resume=resume)
+
+
+def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    ocfg = cfg.optimizer
+    cls = OPTIMIZER_CLASSES[ocfg.name]
+    options = ocfg.options()
+    accepted = [p for p in inspect.signature(cls.__init__).parameters
+                if p not in ("self", "params", "lr", "weight_decay")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"optimizer {ocfg.name!r} has no option {unknown[0]!r}; accepted: "
+                        f"lr, weight_decay, decay_norm_and_bias, {', '.join(accepted)}")
+    groups = gopt.param_groups(model, weight_decay=ocfg.weight_decay,
+                               decay_norm_and_bias=ocfg.decay_norm_and_bias)
+    for group in groups:
+        group.pop("name")
+    if isinstance(options.get("betas"), list):
+        options["betas"] = tuple(options["betas"])
+    try:
+        return cls(groups, lr=ocfg.lr, **options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"optimizer {ocfg.name!r}: {exc}") from None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested, but CUDA is not available here; "
+                        "use device: auto or cpu")
+    return device
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record) + "\n"

@@ -1,0 +1,134 @@
+"""The Trainer on real data: run directory, resume, early stop, full batch, schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from gradwise.train import Trainer, fit
+from gradwise.train import trainer as trainer_module
+
+EPOCH_KEYS = {"epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+              "elapsed_seconds"}
+SUMMARY_KEYS = {"train_accuracy", "val_accuracy", "test_accuracy", "best_epoch", "epochs",
+                "wall_seconds", "stopped_early", "stop_reason"}
+
+
+def digits_config(**train):
+    return {"seed": 1, "data": "digits",
+            "model": {"name": "mlp", "hidden": [64], "dropout": 0.2},
+            "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+            "schedule": {"name": "cosine"},
+            "train": {"epochs": 6, "batch_size": 32, **train}}
+
+
+def records(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_run_directory_and_accuracy(tmp_path):
+    run = tmp_path / "run"
+    summary = fit(digits_config(), run, quiet=True)
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoints",
+                                              "summary.json"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    assert SUMMARY_KEYS <= set(json.loads((run / "summary.json").read_text()))
+    epochs = [r for r in records(run) if "train_loss" in r]
+    assert [r["epoch"] for r in epochs] == list(range(1, 7))
+    assert all(EPOCH_KEYS <= set(r) for r in epochs)
+    steps = [r for r in records(run) if "loss" in r]
+    assert steps[0]["step"] == 1 and all(math.isfinite(r["loss"]) for r in steps)
+    assert summary["test_accuracy"] > 0.93 and not summary["stopped_early"]
+    assert summary["best_epoch"] == max(epochs, key=lambda r: r["val_accuracy"])["epoch"]
+    # the cosine schedule ends near zero, and the logged lr follows it
+    assert epochs[-1]["lr"] < 1e-3 < epochs[0]["lr"] < 0.05
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 6 and ckpt["step"] == summary["steps"]
+
+
+def test_seeded_runs_are_reproducible(tmp_path):
+    a = fit(digits_config(epochs=2), tmp_path / "a", quiet=True)
+    b = fit(digits_config(epochs=2), tmp_path / "b", quiet=True)
+    drop = ("wall_seconds", "samples_per_second")
+    assert {k: v for k, v in a.items() if k not in drop} == \
+        {k: v for k, v in b.items() if k not in drop}
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
+    """Interrupt in the middle of epoch 4, resume from the epoch-3 checkpoint: same weights and
+    the same metrics as a run that was never interrupted (dropout and momentum included)."""
+    full = Trainer(digits_config(), tmp_path / "full", quiet=True)
+    full_summary = full.fit()
+
+    original = trainer_module.Trainer._log
+
+    def crash_in_epoch_4(self, record):
+        original(self, record)
+        if record.get("epoch") == 4 and "loss" in record:  # a step record inside epoch 4
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "_log", crash_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(digits_config(), tmp_path / "cut", quiet=True).fit()
+    monkeypatch.setattr(trainer_module.Trainer, "_log", original)
+    resumed = Trainer(digits_config(), tmp_path / "cut", quiet=True)
+    summary = resumed.fit(resume=True)
+
+    for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss", "best_epoch"):
+        assert summary[key] == full_summary[key], key
+    def timeless(run):
+        return [{k: v for k, v in r.items() if k != "elapsed_seconds"} for r in records(run)]
+
+    assert timeless(tmp_path / "cut") == timeless(tmp_path / "full")
+
+
+def test_divergence_stops_the_run_and_still_writes_results(tmp_path):
+    config = digits_config()
+    config["optimizer"] = {"name": "sgd", "lr": 50.0, "momentum": 0.9}
+    config["schedule"] = "constant"
+    summary = fit(config, tmp_path / "run", quiet=True)
+    assert summary["stopped_early"]
+    assert "initial loss" in summary["stop_reason"] or "nan" in summary["stop_reason"].lower()
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_full_batch_lbfgs(tmp_path):
+    config = {"data": "digits", "model": {"name": "mlp", "hidden": [32]},
+              "optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 20, "weight_decay": 1e-3},
+              "train": {"epochs": 5}}
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    assert trainer.full_batch and trainer.steps_per_epoch == 1
+    summary = trainer.fit()
+    assert summary["steps"] == 5
+    assert summary["train_accuracy"] > 0.99 and summary["test_accuracy"] > 0.9
+
+
+def test_bf16_autocast_and_grad_clipping_train(tmp_path):
+    summary = fit(digits_config(epochs=3, precision="bf16", grad_clip=1.0), tmp_path / "run",
+                  quiet=True)
+    assert summary["test_accuracy"] > 0.85
+
+
+def test_max_steps_and_warmup(tmp_path):
+    config = digits_config(epochs=10, max_steps=50)
+    config["schedule"] = {"name": "constant", "warmup_epochs": 1}
+    summary = fit(config, tmp_path / "run", quiet=True)
+    assert summary["steps"] == 50
+    steps = {r["step"]: r["lr"] for r in records(tmp_path / "run") if "loss" in r}
+    assert steps[1] < steps[20] < steps[50] == pytest.approx(0.05)
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    from gradwise.errors import UserError
+
+    fit(digits_config(epochs=1), tmp_path / "run", quiet=True)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match="already holds a run"):
+        fit(digits_config(epochs=1), tmp_path / "run", quiet=True)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
