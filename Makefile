@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: test lint bench clean
+.PHONY: demo test lint bench bench-train clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# The main job: train a 1-D convnet on MNIST-1D (regenerated offline) in about a minute.
+demo: $(VENV)/.installed
+	$(VENV)/bin/gradwise train examples/mnist1d.yaml
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
@@ -22,6 +26,10 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/optim_step.py
+
+# MNIST time-to-accuracy and throughput; MNIST_NPZ must name an MNIST .npz
+bench-train: $(VENV)/.installed
+	$(PY) benchmarks/train_speed.py --data $(MNIST_NPZ)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -132,3 +132,20 @@ def test_existing_run_is_never_overwritten(tmp_path):
     with pytest.raises(UserError, match="already holds a run"):
         fit(digits_config(epochs=1), tmp_path / "run", quiet=True)
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere():
+    import io
+
+    from gradwise.train import Progress
+
+    record = {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.9, "val_loss": 0.6,
+              "val_accuracy": 0.85, "lr": 0.1, "elapsed_seconds": 1.5}
+    tty, log = io.StringIO(), io.StringIO()
+    for stream, interactive in ((tty, True), (log, False)):
+        progress = Progress(epochs=2, steps_per_epoch=10, stream=stream, interactive=interactive)
+        progress.step(0, 4, 0.75)
+        progress.epoch(record)
+    assert tty.getvalue().startswith("\repoch 1/2 [") and "5/10 loss 0.7500" in tty.getvalue()
+    assert log.getvalue() == ("epoch 1/2  train_loss 0.5000  train_acc 90.00%  val_loss 0.6000  "
+                              "val_acc 85.00%  lr 0.1  1.5s\n")

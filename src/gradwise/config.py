@@ -82,6 +82,7 @@ class TrainConfig(_Strict):
     divergence_factor: float = Field(3.0, gt=1)
     log_every: int = Field(10, ge=1)
     checkpoint: bool = True
+    channels_last: bool = Field(True, description="NHWC layout for image models (faster convs)")
 
 
 class Config(_Strict):

@@ -22,6 +22,7 @@ import inspect
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -45,15 +46,19 @@ _SIZED = {"cosine": "total_steps", "onecycle": "total_steps"}
 
 
 class Trainer:
-    """Trains ``config`` into ``out`` (a run directory).
+    """Trains ``config`` into ``out`` (a run directory; None keeps nothing on disk).
+
+    ``callbacks`` are called as ``callback(trainer, epoch_record)`` after each epoch.
 
     >>> from gradwise.train import Trainer                               # doctest: +SKIP
     >>> summary = Trainer({"data": "digits", "train": {"epochs": 3}}, "runs/demo").fit()
     """
 
     def __init__(self, config: Config | dict | str | Path, out: str | Path | None = None, *,
-                 progress: Progress | None = None, quiet: bool = False):
+                 progress: Progress | None = None, quiet: bool = False,
+                 callbacks: list[Callable[[Trainer, dict], None]] = ()):
         self.config = load_config(config)
+        self.callbacks = list(callbacks)
         self.out = Path(out) if out is not None else None
         self.device = _device(self.config.device)
         self.quiet = quiet
@@ -65,6 +70,9 @@ class Trainer:
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape,
                                             self.data.num_classes,
                                             **cfg.model.options()).to(self.device)
+        self.channels_last = cfg.train.channels_last and len(self.data.input_shape) == 3
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.optimizer = _build_optimizer(self.model, cfg)
         n = len(self.data.x_train)
         self.full_batch = bool(cfg.train.full_batch)
@@ -120,6 +128,8 @@ class Trainer:
             if improved:
                 self.best = {"val_accuracy": val_acc, "epoch": self.epoch}
             self._checkpoint(improved)
+            for callback in self.callbacks:
+                callback(self, record)
         self.elapsed = time.perf_counter() - start
         return self._finish()
 
@@ -136,7 +146,7 @@ class Trainer:
             if self.step >= self.total_steps:
                 break
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = data.x_train[idx], data.y_train[idx]
+            x, y = self._layout(data.x_train[idx]), data.y_train[idx]
             with self._autocast():
                 logits = self.model(x)
                 loss = F.cross_entropy(logits.float(), y)
@@ -171,7 +181,8 @@ class Trainer:
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                loss = F.cross_entropy(self.model(data.x_train).float(), data.y_train)
+                logits = self.model(self._layout(data.x_train))
+                loss = F.cross_entropy(logits.float(), data.y_train)
             loss.backward()
             return loss
 
@@ -195,7 +206,7 @@ class Trainer:
         bs = self.config.train.eval_batch_size
         for i in range(0, len(x), bs):
             with self._autocast():
-                logits = self.model(x[i:i + bs]).float()
+                logits = self.model(self._layout(x[i:i + bs])).float()
             loss_sum += float(F.cross_entropy(logits, y[i:i + bs], reduction="sum"))
             correct += int((logits.argmax(1) == y[i:i + bs]).sum())
         self.model.train(was_training)
@@ -212,6 +223,9 @@ class Trainer:
             self.stop_reason = (f"loss {loss:.4g} exceeded {factor:g} x the initial loss "
                                 f"{self.initial_loss:.4g} at step {self.step}")
         return self.stop_reason is not None
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _autocast(self):
         if self.config.train.precision == "bf16":
