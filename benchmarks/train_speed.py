@@ -137,7 +137,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="an MNIST .npz (x_train, y_train, ...)")
     parser.add_argument("--target", type=float, default=0.99)
-    parser.add_argument("--fast-epochs", type=int, default=3)
+    parser.add_argument("--fast-epochs", type=int, default=1)
     parser.add_argument("--ref-epochs", type=int, default=8)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: ref,fast,full,"
                         "throughput")

@@ -28,3 +28,13 @@ def test_mnist1d_example_reaches_99_percent(tmp_path):
     """The paper's CNN reaches 94% and humans 96%; a BN 1-D convnet does far better."""
     summary = fit(EXAMPLES / "mnist1d.yaml", tmp_path / "run", quiet=True)
     assert summary["test_accuracy"] >= 0.99, summary
+
+
+@pytest.mark.slow
+def test_mnist_example_reaches_99_4_percent(tmp_path):
+    mnist = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist" / "mnist.npz"
+    if not mnist.exists():
+        pytest.skip("MNIST .npz not available")
+    config = load_config(EXAMPLES / "mnist.yaml", [f"data=npz:{mnist}"])
+    summary = fit(config, tmp_path / "run", quiet=True)
+    assert summary["test_accuracy"] >= 0.994, summary
