@@ -246,6 +246,18 @@ def test_folder_images_of_different_sizes(tmp_path, digits_u8):
         load_data(f"folder:{tmp_path}")
 
 
+def test_folder_too_large_for_memory_is_refused_before_reading(tmp_path, digits_u8, monkeypatch):
+    from gradwise.data import _readers
+
+    x, y = digits_u8
+    write_images(tmp_path, x[:20], y[:20])
+    monkeypatch.setattr(_readers, "free_memory_bytes", lambda: 2 * 20 * 8 * 8 * 3 * 4 - 1)
+    with pytest.raises(UserError, match=r"20 images of 8x8 need .* more than half of the"):
+        load_data(f"folder:{tmp_path}")
+    monkeypatch.setattr(_readers, "free_memory_bytes", lambda: 2 * 20 * 8 * 8 * 3 * 4)
+    assert load_data(f"folder:{tmp_path}").num_classes > 1
+
+
 # --- CSV ------------------------------------------------------------------------------------
 
 def write_csv(path, header, rows):

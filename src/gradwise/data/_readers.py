@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -126,8 +127,33 @@ def read_folder(source: str, root: Path) -> Parts:
     return parts
 
 
+def free_memory_bytes() -> int:
+    """Memory the OS can hand out now (Linux and macOS), or a large number where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _check_fits(source: str, paths: list[Path]) -> None:
+    """Datasets are held in memory as float32: refuse, with the numbers, one that cannot be."""
+    try:
+        with Image.open(paths[0]) as im:
+            width, height = im.size
+    except Exception:
+        return  # the reading loop names the unreadable file
+    need = len(paths) * width * height * 3 * 4
+    free = free_memory_bytes()
+    if need > free // 2:
+        raise UserError(f"{source}: {len(paths):,} images of {width}x{height} need up to "
+                        f"{need / 2**30:.1f} GiB as float32 tensors, more than half of the "
+                        f"{free / 2**30:.1f} GiB of free memory; gradwise holds a dataset in "
+                        f"memory: use smaller images or fewer of them")
+
+
 def _read_images(source: str, paths: list[Path]) -> np.ndarray:
     """(N, C, H, W) in [0, 1]: C is 3 if any image has colour, else 1; all sizes must agree."""
+    _check_fits(source, paths)
     arrays, size = [], None
     for path in paths:
         try:
