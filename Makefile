@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main job: train a 1-D convnet on MNIST-1D (regenerated offline) in about a minute.
+# The main job: train a 1-D convnet on MNIST-1D (regenerated offline), about 2 minutes.
 demo: $(VENV)/.installed
 	$(VENV)/bin/gradwise train examples/mnist1d.yaml
 
