@@ -88,6 +88,7 @@ class Trainer:
         self.initial_loss: float | None = None
         self.best = {"val_accuracy": -1.0, "epoch": 0}
         self.stop_reason: str | None = None
+        self._last_val: tuple[float, float] | None = None  # of the current weights
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -111,13 +112,14 @@ class Trainer:
         start = time.perf_counter() - self.elapsed
         cfg = self.config.train
         while self.epoch < cfg.epochs and self.step < self.total_steps and not self.stop_reason:
+            self._last_val = None
             train_loss, train_acc = (self._full_batch_epoch() if self.full_batch
                                      else self._minibatch_epoch())
             self.epoch += 1
             self.elapsed = time.perf_counter() - start
             if self.stop_reason:
                 break
-            val_loss, val_acc = self.evaluate(self.data.x_val, self.data.y_val)
+            val_loss, val_acc = self._last_val = self.evaluate(self.data.x_val, self.data.y_val)
             record = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
                       "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
                       "lr": self.scheduler.lr()[0], "elapsed_seconds": round(self.elapsed, 3)}
@@ -285,7 +287,7 @@ class Trainer:
 
     def _finish(self) -> dict:
         train_loss, train_acc = self.evaluate(self.data.x_train, self.data.y_train)
-        val_loss, val_acc = self.evaluate(self.data.x_val, self.data.y_val)
+        val_loss, val_acc = self._last_val or self.evaluate(self.data.x_val, self.data.y_val)
         test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
         summary = {
             "train_loss": train_loss, "train_accuracy": train_acc,
