@@ -1,4 +1,4 @@
-"""The ``gradwise`` command.
+"""gradwise: train neural networks from a YAML config.
 
     gradwise train CONFIG.yaml [--set key.path=value ...] [--out runs/NAME]
     gradwise train --resume runs/NAME
