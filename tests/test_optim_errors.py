@@ -20,7 +20,7 @@ def params():
     (go.SGD, dict(momentum=0.9, momentum_form="heavy"),
      r"momentum_form='heavy'.*'torch', 'velocity'"),
     (go.Adam, dict(betas=(0.9, 1.0)),
-     r"betas\[1\]=1.0 is invalid; betas\[1\] must lie in \[0, 1\)"),
+     r"betas\[1\]=1.0 is invalid; betas\[1\] must be a number in \[0, 1\)"),
     (go.Adam, dict(betas=(-0.1, 0.99)), r"betas\[0\]=-0.1"),
     (go.Adam, dict(betas=0.9), r"betas must be a pair"),
     (go.AdamW, dict(eps=-1e-8), r"eps=-1e-08"),

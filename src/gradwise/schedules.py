@@ -17,35 +17,13 @@ from __future__ import annotations
 import bisect
 import inspect
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from ._checks import integer, number
 from .errors import UserError
-
-
-def _integer(name: str, value, minimum: int) -> int:
-    """``value`` unless it is not an integer >= ``minimum`` (UserError)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserError(f"{name}={value!r} is invalid; {name} must be an integer >= {minimum}")
-    return int(value)
-
-
-def _number(name: str, value, low: float, high: float = math.inf, *, open_low=False) -> float:
-    """``value`` as a float unless it lies outside ``[low, high]`` (``(low, high]`` if
-    ``open_low``), is not finite or is not a number (UserError)."""
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > low if open_low else value >= low)
-          and value <= high)
-    if not ok:
-        if high == math.inf:
-            accepted = f"a finite number {'>' if open_low else '>='} {low:g}"
-        else:
-            accepted = f"a number in {'(' if open_low else '['}{low:g}, {high:g}]"
-        raise UserError(f"{name}={value!r} is invalid; {name} must be {accepted}")
-    return float(value)
 
 
 def _anneal(start: float, end: float, pct: float) -> float:
@@ -77,8 +55,8 @@ class Step(Schedule):
     gamma: float = 0.1
 
     def __post_init__(self):
-        self.step_size = _integer("step_size", self.step_size, 1)
-        self.gamma = _number("gamma", self.gamma, 0, open_low=True)
+        self.step_size = integer("step_size", self.step_size, 1)
+        self.gamma = number("gamma", self.gamma, 0, open_low=True)
 
     def __call__(self, step: int) -> float:
         return self.gamma ** (step // self.step_size)
@@ -95,9 +73,9 @@ class MultiStep(Schedule):
         if isinstance(self.milestones, str) or not isinstance(self.milestones, Sequence):
             raise UserError(f"milestones={self.milestones!r} is invalid; milestones must be a "
                             "list of integers >= 0")
-        self.milestones = sorted(_integer(f"milestones[{i}]", m, 0)
+        self.milestones = sorted(integer(f"milestones[{i}]", m, 0)
                                  for i, m in enumerate(self.milestones))
-        self.gamma = _number("gamma", self.gamma, 0, open_low=True)
+        self.gamma = number("gamma", self.gamma, 0, open_low=True)
 
     def __call__(self, step: int) -> float:
         return self.gamma ** bisect.bisect_right(self.milestones, step)
@@ -110,7 +88,7 @@ class Exponential(Schedule):
     gamma: float
 
     def __post_init__(self):
-        self.gamma = _number("gamma", self.gamma, 0, open_low=True)
+        self.gamma = number("gamma", self.gamma, 0, open_low=True)
 
     def __call__(self, step: int) -> float:
         return self.gamma**step
@@ -124,8 +102,8 @@ class InverseTime(Schedule):
     decay_steps: int = 1
 
     def __post_init__(self):
-        self.decay = _number("decay", self.decay, 0)
-        self.decay_steps = _integer("decay_steps", self.decay_steps, 1)
+        self.decay = number("decay", self.decay, 0)
+        self.decay_steps = integer("decay_steps", self.decay_steps, 1)
 
     def __call__(self, step: int) -> float:
         return 1 / (1 + self.decay * step / self.decay_steps)
@@ -141,8 +119,8 @@ class Cosine(Schedule):
     final: float = 0.0
 
     def __post_init__(self):
-        self.total_steps = _integer("total_steps", self.total_steps, 1)
-        self.final = _number("final", self.final, 0)
+        self.total_steps = integer("total_steps", self.total_steps, 1)
+        self.final = number("final", self.final, 0)
 
     def __call__(self, step: int) -> float:
         return _anneal(1.0, self.final, min(step, self.total_steps) / self.total_steps)
@@ -163,9 +141,9 @@ class CosineRestarts(Schedule):
     final: float = 0.0
 
     def __post_init__(self):
-        self.period = _integer("period", self.period, 1)
-        self.period_mult = _number("period_mult", self.period_mult, 1)
-        self.final = _number("final", self.final, 0)
+        self.period = integer("period", self.period, 1)
+        self.period_mult = number("period_mult", self.period_mult, 1)
+        self.final = number("final", self.final, 0)
 
     def _start(self, n: int) -> float:
         """``S_n = period * (m ** n - 1) / (m - 1)``, the first step of cycle ``n``."""
@@ -199,8 +177,8 @@ class Cyclic(Schedule):
     low: float = 0.1
 
     def __post_init__(self):
-        self.period = _integer("period", self.period, 1)
-        self.low = _number("low", self.low, 0, 1)
+        self.period = integer("period", self.period, 1)
+        self.low = number("low", self.low, 0, 1)
 
     def __call__(self, step: int) -> float:
         x = (step % self.period) / self.period
@@ -224,10 +202,10 @@ class OneCycle(Schedule):
     final_div_factor: float = 1e4
 
     def __post_init__(self):
-        self.total_steps = _integer("total_steps", self.total_steps, 1)
-        self.peak_at = _number("peak_at", self.peak_at, 0, 1)
-        self.div_factor = _number("div_factor", self.div_factor, 0, open_low=True)
-        self.final_div_factor = _number("final_div_factor", self.final_div_factor, 0,
+        self.total_steps = integer("total_steps", self.total_steps, 1)
+        self.peak_at = number("peak_at", self.peak_at, 0, 1)
+        self.div_factor = number("div_factor", self.div_factor, 0, open_low=True)
+        self.final_div_factor = number("final_div_factor", self.final_div_factor, 0,
                                         open_low=True)
 
     def __call__(self, step: int) -> float:
@@ -253,10 +231,10 @@ class Warmup(Schedule):
     start: float = 0.0
 
     def __post_init__(self):
-        self.steps = _integer("steps", self.steps, 0)
+        self.steps = integer("steps", self.steps, 0)
         if not isinstance(self.then, Schedule):
             raise UserError(f"then={self.then!r} is invalid; then must be a Schedule")
-        self.start = _number("start", self.start, 0, 1)
+        self.start = number("start", self.start, 0, 1)
 
     def __call__(self, step: int) -> float:
         if step < self.steps:
@@ -294,8 +272,8 @@ def build_schedule(name: str, *, warmup_steps: int = 0, warmup_start: float = 0.
     missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs]
     if missing:
         raise UserError(f"schedule {name!r} needs {', '.join(missing)}")
-    warmup_steps = _integer("warmup_steps", warmup_steps, 0)
-    warmup_start = _number("warmup_start", warmup_start, 0, 1)
+    warmup_steps = integer("warmup_steps", warmup_steps, 0)
+    warmup_start = number("warmup_start", warmup_start, 0, 1)
     schedule = cls(**kwargs)
     return Warmup(warmup_steps, schedule, warmup_start) if warmup_steps else schedule
 

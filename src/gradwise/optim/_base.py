@@ -9,7 +9,6 @@ and backend dispatch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -186,27 +185,6 @@ def _native_dtypes(params: list[Tensor]) -> bool:
 
 def _as_real(tensors: list[Tensor]) -> list[Tensor]:
     return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
-
-
-def check_nonnegative(name: str, value) -> None:
-    """ValueError unless ``value`` is a finite number >= 0."""
-    v = float(value)
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name}={value!r} is invalid; {name} must be a finite number >= 0")
-
-
-def check_unit(name: str, value, *, closed: bool = False) -> None:
-    """ValueError unless ``0 <= value < 1`` (``<= 1`` if ``closed``)."""
-    v = float(value)
-    ok = 0 <= v <= 1 if closed else 0 <= v < 1
-    if not ok:
-        interval = "[0, 1]" if closed else "[0, 1)"
-        raise ValueError(f"{name}={value!r} is invalid; {name} must lie in {interval}")
-
-
-def check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is invalid; accepted: {', '.join(map(repr, choices))}")
 
 
 def step_counter() -> Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Optimizer, check_nonnegative, step_counter
+from .._checks import number
+from ._base import Optimizer, step_counter
 
 
 def adagrad(p, g, grad_squared, *, lr, eps, weight_decay, maximize, decay, eps_inside):
@@ -51,7 +52,7 @@ class Adagrad(Optimizer):
 
     def _validate(self, group):
         for key in ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"):
-            check_nonnegative(key, group[key])
+            number(key, group[key], 0)
 
     def _init_state(self, group, p):
         init = group["initial_accumulator_value"]

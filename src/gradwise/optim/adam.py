@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Optimizer, check_nonnegative, check_unit, step_counter
+from .._checks import number
+from ._base import Optimizer, step_counter
 
 
 def adam(p, g, m, v, *vmax, step_size, beta1, beta2, eps, bias_correction2_sqrt, weight_decay,
@@ -76,12 +77,12 @@ class Adam(Optimizer):
 
     def _validate(self, group):
         for key in ("lr", "eps", "weight_decay"):
-            check_nonnegative(key, group[key])
+            number(key, group[key], 0)
         betas = group["betas"]
         if not (isinstance(betas, tuple | list) and len(betas) == 2):
             raise ValueError(f"betas={betas!r} is invalid; betas must be a pair (beta1, beta2)")
-        check_unit("betas[0]", betas[0])
-        check_unit("betas[1]", betas[1])
+        number("betas[0]", betas[0], 0, 1, open_high=True)
+        number("betas[1]", betas[1], 0, 1, open_high=True)
 
     def _init_state(self, group, p):
         state = {"step": step_counter(),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._base import check_choice, check_nonnegative
+from .._checks import choice, number
 
 LINE_SEARCHES = ("strong_wolfe", None)
 # Settings of the algorithm itself: one value for all param groups.
@@ -62,11 +62,11 @@ class LBFGS(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for key in ("lr", "tolerance_grad", "tolerance_change", "weight_decay"):
-            check_nonnegative(key, group[key])
+            number(key, group[key], 0)
         for key in ("max_iter", "max_eval", "history_size"):
             if not (isinstance(group[key], int) and group[key] > 0):
                 raise ValueError(f"{key}={group[key]!r} is invalid; it must be an integer > 0")
-        check_choice("line_search_fn", group["line_search_fn"], LINE_SEARCHES)
+        choice("line_search_fn", group["line_search_fn"], LINE_SEARCHES)
         first = self.param_groups[0]
         for key in _SHARED:
             if group[key] != first[key]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._base import check_nonnegative
+from .._checks import number
 
 
 class Newton(torch.optim.Optimizer):
@@ -48,8 +48,8 @@ class Newton(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        check_nonnegative("lr", group["lr"])
-        check_nonnegative("damping", group["damping"])
+        number("lr", group["lr"], 0)
+        number("damping", group["damping"], 0)
         for p in group["params"]:
             if p.is_complex():
                 raise ValueError("Newton supports real parameters only")

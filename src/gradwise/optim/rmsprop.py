@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Optimizer, check_nonnegative, check_unit, step_counter
+from .._checks import number
+from ._base import Optimizer, step_counter
 
 
 def rmsprop(p, g, square_avg, *extra, lr, alpha, eps, momentum, weight_decay,
@@ -65,8 +66,8 @@ class RMSprop(Optimizer):
 
     def _validate(self, group):
         for key in ("lr", "eps", "momentum", "weight_decay"):
-            check_nonnegative(key, group[key])
-        check_unit("alpha", group["alpha"], closed=True)
+            number(key, group[key], 0)
+        number("alpha", group["alpha"], 0, 1)
 
     def _init_state(self, group, p):
         state = {"step": step_counter(),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Optimizer, check_choice, check_nonnegative, check_unit
+from .._checks import choice, number
+from ._base import Optimizer
 
 MOMENTUM_FORMS = ("torch", "velocity")
 
@@ -78,11 +79,11 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _validate(self, group):
-        check_nonnegative("lr", group["lr"])
-        check_nonnegative("momentum", group["momentum"])
-        check_unit("dampening", group["dampening"], closed=True)
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_choice("momentum_form", group["momentum_form"], MOMENTUM_FORMS)
+        number("lr", group["lr"], 0)
+        number("momentum", group["momentum"], 0)
+        number("dampening", group["dampening"], 0, 1)
+        number("weight_decay", group["weight_decay"], 0)
+        choice("momentum_form", group["momentum_form"], MOMENTUM_FORMS)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
 

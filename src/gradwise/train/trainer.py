@@ -50,8 +50,9 @@ class Trainer:
 
     ``callbacks`` are called as ``callback(trainer, epoch_record)`` after each epoch.
 
-    >>> from gradwise.train import Trainer                               # doctest: +SKIP
-    >>> summary = Trainer({"data": "digits", "train": {"epochs": 3}}, "runs/demo").fit()
+    Example::
+
+        summary = Trainer({"data": "digits", "train": {"epochs": 3}}, "runs/demo").fit()
     """
 
     def __init__(self, config: Config | dict | str | Path, out: str | Path | None = None, *,

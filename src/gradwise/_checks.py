@@ -1,0 +1,43 @@
+"""Checks of user-given values: each raises one UserError that names the value and what is
+accepted (``gamma=0 is invalid; gamma must be a finite number > 0``)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .errors import UserError
+
+
+def integer(name: str, value, minimum: int) -> int:
+    """``value`` unless it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"{name}={value!r} is invalid; {name} must be an integer >= {minimum}")
+    return int(value)
+
+
+def number(name: str, value, low: float = -math.inf, high: float = math.inf, *,
+           open_low: bool = False, open_high: bool = False) -> float:
+    """``value`` as a float unless it is not a finite number in ``[low, high]`` (ends excluded
+    where ``open_low``/``open_high``). One-element tensors count as numbers."""
+    try:
+        v = None if isinstance(value, str | bytes | bool) else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        v = None
+    ok = (v is not None and math.isfinite(v)
+          and (v > low if open_low else v >= low) and (v < high if open_high else v <= high))
+    if not ok:
+        if high == math.inf:
+            accepted = f"a finite number {'>' if open_low else '>='} {low:g}"
+        else:
+            accepted = (f"a number in {'(' if open_low else '['}{low:g}, "
+                        f"{high:g}{')' if open_high else ']'}")
+        raise UserError(f"{name}={value!r} is invalid; {name} must be {accepted}")
+    return v
+
+
+def choice(name: str, value, choices: tuple):
+    """``value`` unless it is not one of ``choices``."""
+    if value not in choices:
+        raise UserError(f"{name}={value!r} is invalid; accepted: {', '.join(map(repr, choices))}")
+    return value
