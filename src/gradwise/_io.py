@@ -51,6 +51,11 @@ def load(path: Path, map_location=None) -> dict:
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
+def jsonl_line(record: dict) -> str:
+    """One record of a JSON-lines file, newline included."""
+    return json.dumps(record) + "\n"
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The records of a JSON-lines file; a torn last line (a killed writer) is dropped."""
     records = []

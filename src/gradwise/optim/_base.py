@@ -119,11 +119,11 @@ class Optimizer(torch.optim.Optimizer):
                     self.state[p] = state
             states.append(state)
         grads = [p.grad for p in params]
+        backend = self._choose_backend(group, params)  # may refuse: before any state changes
         if self.has_step:
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
 
-        backend = self._choose_backend(group, params)
         if backend == "native":
             call_native(self._native(group, params[0].device), params, grads, states)
             return

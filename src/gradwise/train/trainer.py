@@ -19,7 +19,6 @@ dropout is saved with each checkpoint.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import time
 from collections.abc import Callable
@@ -249,7 +248,7 @@ class Trainer:
         if self.out is None:
             return
         with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(_json_line(record))
+            f.write(_io.jsonl_line(record))
 
     def _checkpoint(self, improved: bool) -> None:
         if self.out is None or not self.config.train.checkpoint:
@@ -284,7 +283,7 @@ class Trainer:
                             f"match this run's config ({exc})") from None
         # drop what a killed process logged after its last checkpoint
         kept = [r for r in _io.read_jsonl(self.out / "metrics.jsonl") if r["step"] <= self.step]
-        _io.write_text(self.out / "metrics.jsonl", "".join(_json_line(r) for r in kept))
+        _io.write_text(self.out / "metrics.jsonl", "".join(_io.jsonl_line(r) for r in kept))
 
     def _finish(self) -> dict:
         train_loss, train_acc = self.evaluate(self.data.x_train, self.data.y_train)
@@ -353,7 +352,3 @@ def _device(name: str) -> torch.device:
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-def _json_line(record: dict) -> str:
-    return json.dumps(record) + "\n"
