@@ -182,9 +182,10 @@ def test_python_factory_errors(factory_module, spec, options, match):
                                    r"resnet, cnn1d, or 'python:module:function'"),
     ("mlp", (64,), {"widths": (8,)},
      r"unknown option 'widths' for model 'mlp'; its options are hidden, batch_norm, dropout"),
-    ("resnet", (3, 32, 32), {"batch_norm": False},
-     r"unknown option 'batch_norm' for model 'resnet'; its options are widths, "
-     r"blocks_per_stage, dropout"),
+    ("resnet", (3, 32, 32), {"channels": (8,)},
+     r"unknown option 'channels' for model 'resnet'; its options are widths, "
+     r"blocks_per_stage, dropout, stochastic_depth, batch_norm, fractional_pool, "
+     r"fractional_pool_mode"),
     ("cnn1d", (1, 40), {"a": 1, "b": 2}, r"unknown options 'a', 'b' for model 'cnn1d'"),
     ("mlp", (64,), {"dropout": -0.1}, r"dropout=-0.1 is invalid; it must be a number in \[0, 1\)"),
     ("convnet", (1, 8, 8), {"dropout": 1.0}, r"dropout=1.0 is invalid"),

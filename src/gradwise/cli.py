@@ -1,7 +1,11 @@
 """gradwise: train neural networks from a YAML config.
 
-    gradwise train CONFIG.yaml [--set key.path=value ...] [--out runs/NAME]
+    gradwise train CONFIG.yaml [--set key.path=value ...] [--out runs/NAME] [--tensorboard]
     gradwise train --resume runs/NAME
+    gradwise sanity CONFIG.yaml          overfit ~20 examples first (exit 1 if it cannot)
+    gradwise lr-find CONFIG.yaml         the learning-rate range test
+    gradwise report RUN_DIR              rebuild RUN_DIR/report.html
+    gradwise compare RUN_DIR... --out FILE.html
 
 A user's mistake (a bad key or value, a missing file, bad data) prints one message and exits
 with status 2; nothing is left half-written.
@@ -46,7 +50,77 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a run from its last checkpoint, with its own config")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
     train.set_defaults(run=_train)
+
+    sanity = commands.add_parser(
+        "sanity", help="check that the model can overfit a tiny subset",
+        description="The lecture's first check: train on ~20 examples with every regularizer "
+                    "off and expect 100% train accuracy. Exit status 0 if it passes, 1 if not.")
+    _config_arguments(sanity)
+    sanity.add_argument("--size", type=int, default=20, help="examples to fit (default 20)")
+    sanity.add_argument("--steps", type=int, default=300, help="step budget (default 300)")
+    sanity.set_defaults(run=_sanity)
+
+    lr_find = commands.add_parser(
+        "lr-find", help="the learning-rate range test",
+        description="Sweep the learning rate exponentially from a fresh model for a few seeds, "
+                    "plot the smoothed loss and suggest a learning rate. Writes lr_find.json "
+                    "and lr_find.png into --out (default runs/<name>-lr-find).")
+    _config_arguments(lr_find)
+    lr_find.add_argument("--out", help="output folder (default: runs/<config name>-lr-find)")
+    lr_find.add_argument("--start", type=float, default=1e-7, help="first LR (default 1e-7)")
+    lr_find.add_argument("--end", type=float, default=10.0, help="last LR (default 10)")
+    lr_find.add_argument("--steps", type=int, default=200, help="sweep length (default 200)")
+    lr_find.add_argument("--seeds", type=int, default=3, help="sweeps from fresh models "
+                         "(default 3)")
+    lr_find.set_defaults(run=_lr_find)
+
+    report = commands.add_parser("report", help="rebuild a run's report.html",
+                                 description="Rebuild RUN_DIR/report.html from the run's files "
+                                             "(also for a run still in progress).")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.set_defaults(run=_report_command)
+
+    compare = commands.add_parser("compare", help="overlay the curves of several runs",
+                                  description="One HTML page overlaying the curves of several "
+                                              "runs, with a table of their final metrics.")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", required=True, help="the HTML file to write")
+    compare.set_defaults(run=_compare)
+
+    lab = commands.add_parser(
+        "lab", help="the optimizer lab: gradwise's optimizers on 2-D surfaces",
+        description="Run gradwise's optimizers from one start on a 2-D surface and write a "
+                    "contour plot with the paths, a loss plot, an animated GIF, table.csv and "
+                    "runs.json into --out; print the table. --gallery renders the lecture's "
+                    "pictures, --serve opens a local page to explore.",
+        epilog="surfaces: taco (cond), rotated (cond, angle), saddle, monkey, wells (tilt), "
+               "rosenbrock (a, b), beale, python:MODULE:FUNCTION. optimizers: sgd, momentum, "
+               "nesterov, adagrad, rmsprop, adam, adamw, adam-nobc, newton, lbfgs. Example: "
+               "gradwise lab --surface taco --optimizers sgd,momentum,adam --set adam.lr=0.2 "
+               "--set surface.cond=100 --out runs/lab-taco")
+    lab.add_argument("--surface", help="the surface (default taco)")
+    lab.add_argument("--optimizers", metavar="NAME,NAME,...",
+                     help="comma-separated (default sgd,momentum,nesterov,adagrad,rmsprop,adam)")
+    lab.add_argument("--set", dest="settings", action="append", default=[],
+                     metavar="OPT.NAME=VALUE", help="a hyperparameter (adam.lr=0.1, "
+                     "momentum.momentum=0.95) or a surface parameter (surface.cond=100); "
+                     "repeatable")
+    lab.add_argument("--steps", help="updates per optimizer (default: the surface's)")
+    lab.add_argument("--start", metavar="X,Y", help="the start point (default: the surface's)")
+    lab.add_argument("--noise", help="gradient noise: add NOISE * N(0, I) to every gradient")
+    lab.add_argument("--seed", help="seed of the gradient noise (default 0)")
+    lab.add_argument("--tol", help="tolerance on the distance to the minimum (default 1e-3)")
+    lab.add_argument("--frames", help="frames of the GIF (default 40)")
+    lab.add_argument("--out", help="output folder (default runs/lab-<surface>, "
+                     "runs/lab-gallery with --gallery)")
+    lab.add_argument("--gallery", action="store_true", help="render the lecture's pictures")
+    lab.add_argument("--serve", action="store_true",
+                     help="serve the interactive page on 127.0.0.1")
+    lab.add_argument("--port", help="port for --serve (default 8765; 0 picks a free one)")
+    lab.set_defaults(run=_lab)
     return parser
 
 
@@ -72,9 +146,70 @@ def _train(args) -> int:
             raise UserError("give a CONFIG file (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else _fresh_run_dir(config.name or Path(args.config).stem)
-    summary = Trainer(config, out, quiet=args.quiet).fit(resume=bool(args.resume))
-    print(_report(summary, out))
+    trainer = Trainer(config, out, quiet=args.quiet, tensorboard=args.tensorboard)
+    summary = trainer.fit(resume=bool(args.resume))
+    print(_summary_text(summary, out))
     return 0
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="the YAML config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key (repeatable)")
+
+
+def _sanity(args) -> int:
+    from .config import load_config
+    from .train import sanity_check
+
+    result = sanity_check(load_config(args.config, args.overrides), size=args.size,
+                          max_steps=args.steps)
+    print(result["message"])
+    return 0 if result["passed"] else 1
+
+
+def _lr_find(args) -> int:
+    from . import _checks, _io
+    from .config import load_config
+    from .report import lr_find_figure, save_png
+    from .train import lr_find
+
+    config = load_config(args.config, args.overrides)
+    seeds = _checks.integer("--seeds", args.seeds, 1)
+    out = Path(args.out) if args.out else _fresh_run_dir(
+        f"{config.name or Path(args.config).stem}-lr-find")
+    result = lr_find(config, seeds=tuple(config.seed + i for i in range(seeds)),
+                     start=args.start, end=args.end, steps=args.steps)
+    _io.write_json(out / "lr_find.json", result)
+    save_png(lr_find_figure(result), out / "lr_find.png")
+    for name, reading in result["suggestions"].items():
+        spread = ", ".join(f"{v:.2g}" for v in reading["per_seed"])
+        print(f"{name:12s} {reading['value']:.3g}   (per seed: {spread})")
+    print(f"suggested lr {result['suggested_lr']:.3g} for {result['optimizer']}")
+    if result["warning"]:
+        print(f"warning: {result['warning']}")
+    print(f"plot and numbers in {out}/  (lr_find.png, lr_find.json)")
+    return 0
+
+
+def _report_command(args) -> int:
+    from .report import build_report
+
+    print(f"wrote {build_report(Path(args.run_dir))}")
+    return 0
+
+
+def _compare(args) -> int:
+    from .report import compare_runs
+
+    print(f"wrote {compare_runs([Path(d) for d in args.run_dirs], Path(args.out))}")
+    return 0
+
+
+def _lab(args) -> int:
+    from .lab.report import command
+
+    return command(args)
 
 
 def _fresh_run_dir(name: str) -> Path:
@@ -87,7 +222,7 @@ def _fresh_run_dir(name: str) -> Path:
     return candidate
 
 
-def _report(summary: dict, out: Path) -> str:
+def _summary_text(summary: dict, out: Path) -> str:
     lines = []
     if summary["stopped_early"]:
         lines.append(f"stopped early: {summary['stop_reason']}")
@@ -96,7 +231,12 @@ def _report(summary: dict, out: Path) -> str:
         f"(val {100 * summary['val_accuracy']:.2f}%, train {100 * summary['train_accuracy']:.2f}%;"
         f" best val epoch {summary['best_epoch']}; {summary['epochs']} epochs in "
         f"{summary['wall_seconds']:.1f} s)")
-    lines.append(f"results in {out}/  (summary.json, metrics.jsonl, checkpoints/)")
+    diagnosis = summary.get("diagnosis")
+    if diagnosis:
+        lines.append(f"diagnosis: {diagnosis['label']} - {diagnosis['message']}")
+        lines += [f"  try: {advice}" for advice in diagnosis["advice"]]
+    lines += [f"warning: {warning}" for warning in summary.get("warnings", [])]
+    lines.append(f"results in {out}/  (report.html, summary.json, metrics.jsonl, checkpoints/)")
     return "\n".join(lines)
 
 

@@ -9,6 +9,9 @@ A config names the data, the model, the optimizer, the schedule and the training
     optimizer: {name: adamw, lr: 3.0e-3, weight_decay: 0.05}
     schedule: {name: onecycle}     # total_steps defaults to the length of training
     train: {epochs: 60, batch_size: 128}
+    regularization: {l2: 0.0, l1: 0.0, label_smoothing: 0.0}
+    augment: {translate: {max_shift: 3}, mixup: {alpha: 0.2}}
+    evaluate: {samples: 1, tta_flip: false, tta_shift: 0}
 
 Model, optimizer and schedule options beyond ``name`` pass through to
 :func:`gradwise.nn.build_model`, the optimizer class and
@@ -46,6 +49,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     normalize: bool = True
     label_column: str | None = None
+    train_size: int | None = Field(None, ge=1, description="train on a class-balanced subset")
 
 
 class ModelConfig(_Open):
@@ -81,8 +85,26 @@ class TrainConfig(_Strict):
     full_batch: bool | None = Field(None, description="default: true for lbfgs, else false")
     divergence_factor: float = Field(3.0, gt=1)
     log_every: int = Field(10, ge=1)
+    monitor_every: int = Field(50, ge=0, description="update ratios etc. every N steps; 0: off")
     checkpoint: bool = True
     channels_last: bool = Field(True, description="NHWC layout for image models (faster convs)")
+
+
+class RegularizationConfig(_Strict):
+    """Loss terms: ``l1 * sum|w| + l2 / 2 * sum w^2`` over weights, and label smoothing."""
+
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class EvaluateConfig(_Strict):
+    """Test-time averaging of the final evaluation (reported beside the plain numbers)."""
+
+    samples: int = Field(1, ge=1, description="stochastic passes averaged (MC dropout, "
+                                              "fractional pooling draws)")
+    tta_flip: bool = False
+    tta_shift: int = Field(0, ge=0)
 
 
 class Config(_Strict):
@@ -94,6 +116,10 @@ class Config(_Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
+    regularization: RegularizationConfig = RegularizationConfig()
+    augment: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="op name -> options; see gradwise.augment")
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @field_validator("data", mode="before")
     @classmethod

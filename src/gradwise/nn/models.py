@@ -20,9 +20,17 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
+from .._checks import choice, number
 from ..errors import UserError
+from .regularizers import (
+    FRACTIONAL_POOL_MODES,
+    DropConnectConv2d,
+    DropConnectLinear,
+    FractionalMaxPool2d,
+)
 
 #: Standard deviation of the head's initial weights.
 HEAD_INIT_STD = 0.01
@@ -45,29 +53,60 @@ class BasicBlock(nn.Module):
     """ResNet basic block: ``relu(residual(x) + shortcut(x))``.
 
     ``residual`` is conv3x3 (strided) - BN - ReLU - conv3x3 - BN. ``shortcut`` is the identity,
-    or a strided 1x1 conv + BN (a projection) where the block changes the shape.
+    or a strided 1x1 conv + BN (a projection) where the block changes the shape. Without
+    ``batch_norm`` the BN layers go and the convs get a bias.
+
+    Stochastic depth (Huang et al., 2016): in training, each sample's residual branch is
+    dropped with probability ``drop_prob``, and kept ones are scaled by ``1 / (1 - drop_prob)``,
+    ``relu(residual(x) * b / (1 - drop_prob) + shortcut(x))`` with ``b ~ Bernoulli(1 -
+    drop_prob)`` per sample; in eval ``relu(residual(x) + shortcut(x))``, no rescaling needed.
+    The paper drops the branch for the whole mini-batch (skipping its compute) and scales it by
+    the survival probability at test time; the per-sample, inverted form regularizes the same
+    way in expectation but computes the branch for every sample.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 drop_prob: float = 0.0, batch_norm: bool = True):
         super().__init__()
+        self.drop_prob = _probability("drop_prob", drop_prob)
+        batch_norm = _flag("batch_norm", batch_norm)
+
+        def norm() -> list[nn.Module]:
+            return [nn.BatchNorm2d(out_channels)] if batch_norm else []
+
         self.residual = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1,
+                      bias=not batch_norm),
+            *norm(),
             nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=not batch_norm),
+            *norm(),
         )
         if stride == 1 and in_channels == out_channels:
             self.shortcut = nn.Identity()
         else:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not batch_norm),
+                *norm(),
             )
         self.relu = nn.ReLU()
 
+    def preactivation(self, x: Tensor) -> Tensor:
+        """``residual(x) * b / (1 - drop_prob) + shortcut(x)`` in training (``b`` one
+        Bernoulli(1 - drop_prob) draw per sample), ``residual(x) + shortcut(x)`` in eval."""
+        residual = self.residual(x)
+        if self.training and self.drop_prob > 0:
+            keep = 1 - self.drop_prob
+            survived = torch.empty((residual.shape[0],) + (1,) * (residual.dim() - 1),
+                                   dtype=residual.dtype, device=residual.device)
+            residual = residual * survived.bernoulli_(keep) / keep
+        return residual + self.shortcut(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.residual(x) + self.shortcut(x))
+        return self.relu(self.preactivation(x))
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:g}" if self.drop_prob else ""
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int,
@@ -78,18 +117,30 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
     for sequences, ``(F,)`` for tabular data. The models and their options (defaults):
 
     - ``mlp`` (any shape, flattened): ``hidden=(256, 256)`` (``()`` gives a linear model),
-      ``batch_norm=False``, ``dropout=0.0`` (after each hidden ReLU).
+      ``batch_norm=False``, ``dropout=0.0`` (after each hidden ReLU), ``drop_connect=0.0``
+      (the hidden Linear layers become :class:`~gradwise.nn.DropConnectLinear` with this
+      ``p``).
     - ``convnet`` (images): VGG-style stages of ``convs_per_stage=2`` 3x3 convs
       (+ BN if ``batch_norm=True``) + ReLU, then a 2x2 max-pool while the image is at least
       2x2; ``channels=(32, 64, 128)``, one per stage; global average pool, ``dropout=0.0``.
+      ``channel_dropout=0.0``: ``nn.Dropout2d`` at the end of each stage (after its pool);
+      ``drop_connect=0.0``: the convs become :class:`~gradwise.nn.DropConnectConv2d`;
+      ``fractional_pool=None``: a ratio in ``(1, 2]`` turns the 2x2 max-pools into
+      :class:`~gradwise.nn.FractionalMaxPool2d` (``fractional_pool_mode="pseudo_random"`` or
+      ``"random"``), again while the image is at least 2x2.
     - ``resnet`` (images): 3x3 stem, stages of ``blocks_per_stage=2`` :class:`BasicBlock`
       with ``widths=(32, 64, 128)``, stride 2 between stages; global average pool,
-      ``dropout=0.0``.
+      ``dropout=0.0``. ``stochastic_depth=0.0``: the drop probability of the last block, block
+      ``l`` of ``L`` gets ``l / L * stochastic_depth`` (linear decay); ``batch_norm=True``
+      (``False``: no BN anywhere, the convs get biases); ``fractional_pool=None``: a ratio in
+      ``(1, 2]`` puts a :class:`~gradwise.nn.FractionalMaxPool2d` between stages instead of
+      the stride 2 (``fractional_pool_mode`` as for ``convnet``).
     - ``cnn1d`` (sequences): one Conv1d (odd ``kernel_size=5``, same padding) + BN
       (``batch_norm=True``) + ReLU per entry of ``channels=(32, 64, 128)``, a max-pool by 2
       between stages while the length is at least 4 (``pool=True``); global average pool,
-      ``dropout=0.0``. For ~99% on MNIST-1D, widen it and keep the full length:
-      ``channels=(64, 64, 128, 128, 256), pool=False``.
+      ``dropout=0.0``; ``channel_dropout=0.0``: ``nn.Dropout1d`` after each ReLU. For ~99% on
+      MNIST-1D, widen it and keep the full length: ``channels=(64, 64, 128, 128, 256),
+      pool=False``.
     - ``python:module:function``: ``function(input_shape=..., num_classes=..., **options)``
       from the importable ``module``; it must return an ``nn.Module`` (built as is).
 
@@ -121,16 +172,18 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
 # -- the models ------------------------------------------------------------------------------
 
 def _mlp(input_shape: tuple[int, ...], num_classes: int, *, hidden=(256, 256),
-         batch_norm=False, dropout=0.0) -> Classifier:
+         batch_norm=False, dropout=0.0, drop_connect=0.0) -> Classifier:
     """Flatten, then Linear (+ BN) + ReLU (+ Dropout) per hidden width, then the head."""
     hidden = _int_tuple("hidden", hidden, allow_empty=True)
     batch_norm = _flag("batch_norm", batch_norm)
     dropout = _probability("dropout", dropout)
+    drop_connect = _probability("drop_connect", drop_connect)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for out in hidden:
-        layers += _unit(nn.Linear(width, out, bias=not batch_norm),
-                        nn.BatchNorm1d(out) if batch_norm else None)
+        linear = (DropConnectLinear(width, out, bias=not batch_norm, p=drop_connect)
+                  if drop_connect else nn.Linear(width, out, bias=not batch_norm))
+        layers += _unit(linear, nn.BatchNorm1d(out) if batch_norm else None)
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = out
@@ -138,47 +191,78 @@ def _mlp(input_shape: tuple[int, ...], num_classes: int, *, hidden=(256, 256),
 
 
 def _convnet(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64, 128),
-             convs_per_stage=2, batch_norm=True, dropout=0.0) -> Classifier:
+             convs_per_stage=2, batch_norm=True, dropout=0.0, channel_dropout=0.0,
+             drop_connect=0.0, fractional_pool=None,
+             fractional_pool_mode="pseudo_random") -> Classifier:
     """VGG-style stages of 3x3 convs and a 2x2 max-pool, global average pool, head."""
     in_channels, height, width = _image_shape("convnet", input_shape)
     channels = _int_tuple("channels", channels)
     convs_per_stage = _positive_int("convs_per_stage", convs_per_stage)
     batch_norm = _flag("batch_norm", batch_norm)
     dropout = _probability("dropout", dropout)
+    channel_dropout = _probability("channel_dropout", channel_dropout)
+    drop_connect = _probability("drop_connect", drop_connect)
+    fractional_pool = _pool_ratio("fractional_pool", fractional_pool)
+    fractional_pool_mode = choice("fractional_pool_mode", fractional_pool_mode,
+                                  FRACTIONAL_POOL_MODES)
     layers: list[nn.Module] = []
     for out in channels:
         for _ in range(convs_per_stage):
-            layers += _unit(nn.Conv2d(in_channels, out, 3, padding=1, bias=not batch_norm),
-                            nn.BatchNorm2d(out) if batch_norm else None)
+            conv = (DropConnectConv2d(in_channels, out, 3, padding=1, bias=not batch_norm,
+                                      p=drop_connect) if drop_connect
+                    else nn.Conv2d(in_channels, out, 3, padding=1, bias=not batch_norm))
+            layers += _unit(conv, nn.BatchNorm2d(out) if batch_norm else None)
             in_channels = out
         if min(height, width) >= 2:
-            layers.append(nn.MaxPool2d(2))
-            height, width = height // 2, width // 2
+            if fractional_pool is None:
+                layers.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            else:
+                pool = FractionalMaxPool2d(fractional_pool, fractional_pool_mode)
+                layers.append(pool)
+                height, width = pool.output_size(height), pool.output_size(width)
+        if channel_dropout:
+            layers.append(nn.Dropout2d(channel_dropout))
     layers += _pool_and_dropout(nn.AdaptiveAvgPool2d(1), dropout)
     return Classifier(nn.Sequential(*layers), nn.Linear(in_channels, num_classes))
 
 
 def _resnet(input_shape: tuple[int, ...], num_classes: int, *, widths=(32, 64, 128),
-            blocks_per_stage=2, dropout=0.0) -> Classifier:
-    """3x3 stem, stages of basic blocks (stride 2 between stages), global average pool, head."""
+            blocks_per_stage=2, dropout=0.0, stochastic_depth=0.0, batch_norm=True,
+            fractional_pool=None, fractional_pool_mode="pseudo_random") -> Classifier:
+    """3x3 stem, stages of basic blocks (stride 2 or a fractional max-pool between stages),
+    global average pool, head. Block ``l`` of ``L`` drops its residual branch with probability
+    ``l / L * stochastic_depth``."""
     in_channels = _image_shape("resnet", input_shape)[0]
     widths = _int_tuple("widths", widths)
     blocks_per_stage = _positive_int("blocks_per_stage", blocks_per_stage)
     dropout = _probability("dropout", dropout)
-    layers = _unit(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
-                   nn.BatchNorm2d(widths[0]))
+    stochastic_depth = _probability("stochastic_depth", stochastic_depth)
+    batch_norm = _flag("batch_norm", batch_norm)
+    fractional_pool = _pool_ratio("fractional_pool", fractional_pool)
+    fractional_pool_mode = choice("fractional_pool_mode", fractional_pool_mode,
+                                  FRACTIONAL_POOL_MODES)
+    layers = _unit(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm),
+                   nn.BatchNorm2d(widths[0]) if batch_norm else None)
     in_channels = widths[0]
+    total_blocks = len(widths) * blocks_per_stage
     for stage, out in enumerate(widths):
+        if stage > 0 and fractional_pool is not None:
+            layers.append(FractionalMaxPool2d(fractional_pool, fractional_pool_mode))
         for block in range(blocks_per_stage):
-            stride = 2 if stage > 0 and block == 0 else 1
-            layers.append(BasicBlock(in_channels, out, stride))
+            first_downsampling = stage > 0 and block == 0 and fractional_pool is None
+            depth = stage * blocks_per_stage + block + 1  # 1-based
+            layers.append(BasicBlock(in_channels, out, 2 if first_downsampling else 1,
+                                     drop_prob=depth / total_blocks * stochastic_depth,
+                                     batch_norm=batch_norm))
             in_channels = out
     layers += _pool_and_dropout(nn.AdaptiveAvgPool2d(1), dropout)
     return Classifier(nn.Sequential(*layers), nn.Linear(in_channels, num_classes))
 
 
 def _cnn1d(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64, 128),
-           kernel_size=5, batch_norm=True, pool=True, dropout=0.0) -> Classifier:
+           kernel_size=5, batch_norm=True, pool=True, dropout=0.0,
+           channel_dropout=0.0) -> Classifier:
     """Conv1d (+ BN) + ReLU stages with max-pools between them, global average pool, head."""
     if len(input_shape) not in (1, 2):
         raise UserError(f"model 'cnn1d' needs a sequence shape (C, L) or (L,); "
@@ -191,6 +275,7 @@ def _cnn1d(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64, 
     batch_norm = _flag("batch_norm", batch_norm)
     pool = _flag("pool", pool)
     dropout = _probability("dropout", dropout)
+    channel_dropout = _probability("channel_dropout", channel_dropout)
     layers: list[nn.Module] = []
     if len(input_shape) == 1:  # (N, L) -> (N, 1, L)
         layers.append(nn.Unflatten(1, (1, input_shape[0])))
@@ -203,6 +288,8 @@ def _cnn1d(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64, 
         layers += _unit(nn.Conv1d(in_channels, out, kernel_size, padding=kernel_size // 2,
                                   bias=not batch_norm),
                         nn.BatchNorm1d(out) if batch_norm else None)
+        if channel_dropout:
+            layers.append(nn.Dropout1d(channel_dropout))
         in_channels = out
     layers += _pool_and_dropout(nn.AdaptiveAvgPool1d(1), dropout)
     return Classifier(nn.Sequential(*layers), nn.Linear(in_channels, num_classes))
@@ -298,6 +385,16 @@ def _probability(option: str, value) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
         raise UserError(f"{option}={value!r} is invalid; it must be a number in [0, 1)")
     return float(value)
+
+
+def _pool_ratio(option: str, value) -> float | None:
+    """``None`` (no fractional pooling) or a shrink ratio in ``(1, 2]``."""
+    if value is None:
+        return None
+    try:
+        return number(option, value, 1, 2, open_low=True)
+    except UserError as err:
+        raise UserError(f"{err}, or None (no fractional pooling)") from None
 
 
 def _shape(input_shape) -> tuple[int, ...]:

@@ -4,16 +4,21 @@ Run directory::
 
     RUN/config.yaml          the resolved config
     RUN/metrics.jsonl        one JSON object per line: step records {"step", "epoch", "loss",
-                             "lr"} every `train.log_every` steps, and epoch records {"epoch",
-                             "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                             "lr", "elapsed_seconds"}
+                             "lr", "grad_norm"} every `train.log_every` steps (loss: the
+                             cross-entropy, without penalties), epoch records {"epoch", "step",
+                             "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                             "elapsed_seconds"}, and monitor records {"step", "epoch",
+                             "monitor": {"update_ratio", "grad_norm", "dead_relu"}} (see
+                             gradwise.train.monitor)
     RUN/checkpoints/last.pt  after every epoch: model, optimizer, schedule, RNG state, epoch
     RUN/checkpoints/best.pt  the epoch with the best validation accuracy
-    RUN/summary.json         final metrics, best epoch, wall time, whether and why it stopped early
+    RUN/summary.json         final metrics, best epoch, wall time, whether and why it stopped
+                             early, the diagnosis (gradwise.train.diagnosis) and warnings
+    RUN/report.html          the curves and the diagnosis in one self-contained page
 
 Resuming from ``last.pt`` gives exactly the run an uninterrupted process would have produced:
-batches are drawn from a generator seeded by (seed, epoch), and the global RNG that drives
-dropout is saved with each checkpoint.
+batches and augmentations are drawn from generators seeded by (seed, epoch), and the global RNG
+that drives dropout is saved with each checkpoint.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from torch import nn
 
 from .. import _io
 from .. import optim as gopt
+from ..augment import Augment, tta_predict
 from ..config import Config, dump, load_config
 from ..data import Splits, load_data
 from ..errors import UserError
-from ..nn import build_model
+from ..nn import build_model, mc_predict, weight_penalty
 from ..schedules import LRScheduler, build_schedule
+from .diagnosis import diagnose
+from .monitor import Monitor
 from .progress import Progress
 
 OPTIMIZER_CLASSES = {"sgd": gopt.SGD, "adagrad": gopt.Adagrad, "rmsprop": gopt.RMSprop,
@@ -47,7 +55,9 @@ _SIZED = {"cosine": "total_steps", "onecycle": "total_steps"}
 class Trainer:
     """Trains ``config`` into ``out`` (a run directory; None keeps nothing on disk).
 
-    ``callbacks`` are called as ``callback(trainer, epoch_record)`` after each epoch.
+    ``callbacks`` are called as ``callback(trainer, epoch_record)`` after each epoch; ``sinks``
+    receive every record written to ``metrics.jsonl`` (``tensorboard=True`` adds one that
+    writes ``RUN/tensorboard/``).
 
     Example::
 
@@ -56,7 +66,8 @@ class Trainer:
 
     def __init__(self, config: Config | dict | str | Path, out: str | Path | None = None, *,
                  progress: Progress | None = None, quiet: bool = False,
-                 callbacks: list[Callable[[Trainer, dict], None]] = ()):
+                 callbacks: list[Callable[[Trainer, dict], None]] = (),
+                 sinks: list[Callable[[dict], None]] = (), tensorboard: bool = False):
         self.config = load_config(config)
         self.callbacks = list(callbacks)
         self.out = Path(out) if out is not None else None
@@ -64,9 +75,11 @@ class Trainer:
         self.quiet = quiet
         torch.manual_seed(self.config.seed)
         cfg = self.config
-        self.data: Splits = load_data(cfg.data.source, val_fraction=cfg.data.val_fraction,
-                                      seed=cfg.seed, normalize=cfg.data.normalize,
-                                      label_column=cfg.data.label_column).to(self.device)
+        data = load_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.seed,
+                         normalize=cfg.data.normalize, label_column=cfg.data.label_column)
+        if cfg.data.train_size is not None:
+            data = data.train_subset(cfg.data.train_size, cfg.seed)
+        self.data: Splits = data.to(self.device)
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape,
                                             self.data.num_classes,
                                             **cfg.model.options()).to(self.device)
@@ -74,8 +87,10 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = _build_optimizer(self.model, cfg)
-        n = len(self.data.x_train)
         self.full_batch = bool(cfg.train.full_batch)
+        self.augment = _build_augment(cfg, self.data, self.full_batch)
+        self.monitor = Monitor(self.model, self.data.num_classes, cfg.train.monitor_every)
+        n = len(self.data.x_train)
         self.steps_per_epoch = 1 if self.full_batch else math.ceil(n / cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         if cfg.train.max_steps is not None:
@@ -88,6 +103,12 @@ class Trainer:
         self.initial_loss: float | None = None
         self.best = {"val_accuracy": -1.0, "epoch": 0}
         self.stop_reason: str | None = None
+        self.records: list[dict] = []  # what metrics.jsonl holds, for the diagnosis
+        self.diagnosis: dict | None = None
+        self.sinks = list(sinks)
+        if tensorboard and self.out is not None:
+            from .tensorboard import TensorBoardSink
+            self.sinks.append(TensorBoardSink(self.out / "tensorboard"))
         self._last_val: tuple[float, float] | None = None  # of the current weights
 
     # -- setup ------------------------------------------------------------------------------
@@ -126,6 +147,7 @@ class Trainer:
             self._log(record)
             if not self.quiet:
                 self.progress.epoch(record)
+            self._diagnose_so_far()
             improved = val_acc > self.best["val_accuracy"]
             if improved:
                 self.best = {"val_accuracy": val_acc, "epoch": self.epoch}
@@ -141,6 +163,8 @@ class Trainer:
         n = len(data.x_train)
         order = torch.randperm(n, generator=_epoch_generator(self.config.seed, self.epoch))
         order = order.to(self.device)
+        augment_rng = (_epoch_generator(self.config.seed, self.epoch, self.device, stream=1)
+                       if self.augment else None)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
@@ -148,24 +172,36 @@ class Trainer:
             if self.step >= self.total_steps:
                 break
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = self._layout(data.x_train[idx]), data.y_train[idx]
+            x, y = data.x_train[idx], data.y_train[idx]
+            target = y
+            if self.augment:
+                x, target = self.augment(x, y, augment_rng)
+            self.monitor.begin(self.step + 1)
             with self._autocast():
-                logits = self.model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                logits = self.model(self._layout(x))
+            loss = self._loss(logits, target)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self._with_penalty(loss).backward()
+            logging = self.step + 1 == 1 or (self.step + 1) % cfg.log_every == 0
+            grad_norm = None
             if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            elif logging:
+                grad_norm = _grad_norm(self.model)
+            self.monitor.before_update()
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            hard = target if target.ndim == 1 else target.argmax(1)
+            correct += (logits.detach().argmax(1) == hard).sum()
             seen += len(y)
-            if self.step == 1 or self.step % cfg.log_every == 0:
+            if logging:
                 value = float(loss.detach())
                 self._log({"step": self.step, "epoch": self.epoch + 1, "loss": value,
-                           "lr": self.scheduler.lr()[0]})
+                           "lr": self.scheduler.lr()[0], "grad_norm": float(grad_norm)})
+            self._log_monitor()
+            if logging:
                 if self._diverged(value):
                     break
                 if not self.quiet:
@@ -184,18 +220,37 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 logits = self.model(self._layout(data.x_train))
-                loss = F.cross_entropy(logits.float(), data.y_train)
+            loss = self._with_penalty(self._loss(logits, data.y_train))
             loss.backward()
             return loss
 
+        self.monitor.begin(self.step + 1)
+        self.monitor.before_update()
         self.optimizer.step(closure)
         self.scheduler.step()
         self.step += 1
         loss, acc = self.evaluate(data.x_train, data.y_train)
         self._log({"step": self.step, "epoch": self.epoch + 1, "loss": loss,
-                   "lr": self.scheduler.lr()[0]})
+                   "lr": self.scheduler.lr()[0], "grad_norm": _grad_norm(self.model)})
+        self._log_monitor()
         self._diverged(loss)
         return loss, acc
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (with label smoothing); ``target``: class ids or probabilities."""
+        smoothing = self.config.regularization.label_smoothing
+        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+
+    def _with_penalty(self, loss: torch.Tensor) -> torch.Tensor:
+        reg = self.config.regularization
+        if reg.l1 or reg.l2:
+            return loss + weight_penalty(self.model, l1=reg.l1, l2=reg.l2)
+        return loss
+
+    def _log_monitor(self) -> None:
+        record = self.monitor.end()
+        if record is not None:
+            self._log({"step": self.step, "epoch": self.epoch + 1, "monitor": record})
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -219,6 +274,7 @@ class Trainer:
         factor = self.config.train.divergence_factor
         if self.initial_loss is None:
             self.initial_loss = loss
+            self.monitor.check_initial_loss(loss)
         if not math.isfinite(loss):
             self.stop_reason = f"loss became {loss} at step {self.step}"
         elif loss > factor * self.initial_loss:
@@ -245,10 +301,21 @@ class Trainer:
         (self.out / "metrics.jsonl").write_text("")
 
     def _log(self, record: dict) -> None:
+        self.records.append(record)
+        for sink in self.sinks:
+            sink(record)
         if self.out is None:
             return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(_io.jsonl_line(record))
+
+    def _diagnose_so_far(self) -> None:
+        """Tell the user, once per change, when the curves start to look wrong."""
+        previous = self.diagnosis["label"] if self.diagnosis else "healthy"
+        self.diagnosis = diagnose(self.records, stop_reason=self.stop_reason)
+        label = self.diagnosis["label"]
+        if label not in (previous, "healthy") and not self.quiet:
+            self.progress.message(f"  looks like {label}: {self.diagnosis['message']}")
 
     def _checkpoint(self, improved: bool) -> None:
         if self.out is None or not self.config.train.checkpoint:
@@ -284,11 +351,14 @@ class Trainer:
         # drop what a killed process logged after its last checkpoint
         kept = [r for r in _io.read_jsonl(self.out / "metrics.jsonl") if r["step"] <= self.step]
         _io.write_text(self.out / "metrics.jsonl", "".join(_io.jsonl_line(r) for r in kept))
+        self.records = kept
 
     def _finish(self) -> dict:
         train_loss, train_acc = self.evaluate(self.data.x_train, self.data.y_train)
         val_loss, val_acc = self._last_val or self.evaluate(self.data.x_val, self.data.y_val)
         test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+        self.diagnosis = diagnose(self.records, stop_reason=self.stop_reason,
+                                  train_accuracy=train_acc, val_accuracy=val_acc)
         summary = {
             "train_loss": train_loss, "train_accuracy": train_acc,
             "val_loss": val_loss, "val_accuracy": val_acc,
@@ -300,12 +370,41 @@ class Trainer:
             "stopped_early": self.stop_reason is not None, "stop_reason": self.stop_reason,
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            **self._averaged_accuracy(),
+            "diagnosis": self.diagnosis,
+            "warnings": self.monitor.warnings,
         }
+        for sink in self.sinks:
+            getattr(sink, "close", lambda: None)()
         if self.out is not None:
             _io.write_json(self.out / "summary.json", summary)
+            from ..report import build_report
+            build_report(self.out)
         if self.stop_reason and not self.quiet:
             self.progress.message(f"stopped early: {self.stop_reason}")
         return summary
+
+    def _averaged_accuracy(self) -> dict:
+        """Val and test accuracy with the configured test-time averaging, if any."""
+        cfg = self.config.evaluate
+        if cfg.samples == 1 and not cfg.tta_flip and not cfg.tta_shift:
+            return {}
+        if cfg.samples > 1:
+            def predict(x):
+                return mc_predict(self.model, self._layout(x), samples=cfg.samples,
+                                  batch_size=self.config.train.eval_batch_size)
+        else:
+            def predict(x):
+                return tta_predict(self.model, self._layout(x), flip=cfg.tta_flip,
+                                   shift=cfg.tta_shift,
+                                   batch_size=self.config.train.eval_batch_size)
+        result = {}
+        for split in ("val", "test"):
+            x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
+            if len(x):
+                accuracy = float((predict(x).argmax(1) == y).float().mean())
+                result[f"{split}_accuracy_averaged"] = accuracy
+        return result
 
     def _batch(self) -> int:
         return len(self.data.x_train) if self.full_batch else self.config.train.batch_size
@@ -340,6 +439,24 @@ def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         raise UserError(f"optimizer {ocfg.name!r}: {exc}") from None
 
 
+def _build_augment(cfg: Config, data: Splits, full_batch: bool) -> Augment | None:
+    if not cfg.augment:
+        return None
+    if full_batch:
+        raise UserError("augment needs minibatch training; full-batch training (train.full_batch,"
+                        " the default for lbfgs) sees the same data at every step")
+    raw = data.x_train * data.std + data.mean
+    return Augment(cfg.augment, input_shape=data.input_shape, num_classes=data.num_classes,
+                   mean=data.mean, std=data.std,
+                   value_range=(float(raw.min()), float(raw.max())) if len(raw) else None)
+
+
+def _grad_norm(model: nn.Module) -> float:
+    """The L2 norm of all gradients together."""
+    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -350,5 +467,6 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def _epoch_generator(seed: int, epoch: int, device="cpu", stream: int = 0) -> torch.Generator:
+    """The generator of one epoch's random stream (0: batch order, 1: augmentation)."""
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + epoch + stream * 2**48)

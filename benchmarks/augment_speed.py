@@ -1,0 +1,176 @@
+"""What augmentation costs: gradwise's batched pipeline, a per-sample Python pipeline, one step.
+
+On batches of 3x32x32 CIFAR-10 images (normalised per channel), times
+
+- ``batched``: :class:`gradwise.augment.Augment` with flip + crop(padding 4) + color_jitter +
+  cutout(8), the whole batch at once;
+- ``per-sample``: the same transforms sample by sample with torch ops in a Python loop, as a
+  typical ``Dataset.__getitem__`` transform does, then stacked;
+- ``mixup`` and ``cutmix`` alone (batched);
+- ``train step``: forward + backward + SGD step of
+  ``build_model("convnet", (3, 32, 32), 10, channels=[32, 64, 128])`` on the batch.
+
+Every round runs each contender once on the same batch, in a rotating order; the table gives
+the median over rounds (and the fastest), then the ratios per-sample / batched and
+augmentation / training step.
+
+    python benchmarks/augment_speed.py
+    python benchmarks/augment_speed.py --batch 256 --repeats 50 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gradwise.augment import Augment
+from gradwise.nn import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = "../shared/data/cifar10-jpeg-subset/cifar10_jpeg_subset.npz"
+PIPELINE = {"flip": {"p": 0.5}, "crop": {"padding": 4}, "color_jitter": {}, "cutout": {"size": 8}}
+
+
+def load_images(path: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw images (N, 3, 32, 32) in [0, 1] and labels: the .npz's ``x_train`` (N, 32, 32, 3)
+    uint8, or random uint8 images where the file is absent."""
+    file = Path(path) if Path(path).is_absolute() else ROOT / path
+    if file.exists():
+        with np.load(file) as d:
+            pixels, labels = d["x_train"], d["y_train"]
+        print(f"data: {file.name}, {len(pixels)} images")
+    else:
+        print(f"note: no file at {path}; timing random uint8 images instead")
+        rng = np.random.default_rng(seed)
+        pixels = rng.integers(0, 256, (2048, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, 2048)
+    raw = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    return raw, torch.from_numpy(np.asarray(labels)).long()
+
+
+def per_sample_pipeline(mean, std, generator):
+    """flip + crop(4) + color_jitter(0.4, 0.4, 0.4) + cutout(8), one (C, H, W) image at a time,
+    the way a per-sample Dataset transform does it."""
+
+    def grey(raw):
+        return 0.299 * raw[0:1] + 0.587 * raw[1:2] + 0.114 * raw[2:3]
+
+    def transform(img):
+        if float(torch.rand((), generator=generator)) < 0.5:
+            img = img.flip(-1)
+        top, left = torch.randint(0, 9, (2,), generator=generator).tolist()
+        img = F.pad(img, (4, 4, 4, 4))[:, top:top + 32, left:left + 32]
+        b, c, s = (1 + (2 * torch.rand(3, generator=generator) - 1) * 0.4).tolist()
+        raw = (img * std + mean) * b
+        m = grey(raw).mean()
+        raw = (raw - m) * c + m
+        g = grey(raw)
+        raw = (g + (raw - g) * s).clamp(0, 1)
+        img = (raw - mean) / std
+        cy, cx = torch.randint(0, 32, (2,), generator=generator).tolist()
+        img[:, max(cy - 4, 0):cy + 4, max(cx - 4, 0):cx + 4] = 0
+        return img
+
+    def run(x, y):
+        return torch.stack([transform(img) for img in x]), y
+
+    return run
+
+
+def train_step(device, seed):
+    torch.manual_seed(seed)
+    model = build_model("convnet", (3, 32, 32), 10, channels=[32, 64, 128]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def run(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return run
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help="CIFAR-10 .npz with x_train (N, 32, 32, 3) uint8; a relative path "
+                             "is taken from the repository root (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds (default 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+
+    raw, labels = load_images(args.data, args.seed)
+    std, mean = torch.std_mean(raw, dim=(0, 2, 3), correction=0, keepdim=True)
+    mean, std = mean[0], std[0]
+    x_all = ((raw - mean) / std).to(device)
+    y_all = labels.to(device)
+    mean_d, std_d = mean.to(device), std.to(device)
+
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    batched = Augment(PIPELINE, input_shape=(3, 32, 32), num_classes=10, mean=mean, std=std,
+                      value_range=(0.0, 1.0))
+    mix = Augment({"mixup": {"alpha": 0.2}}, input_shape=(3, 32, 32), num_classes=10)
+    cut = Augment({"cutmix": {"alpha": 1.0}}, input_shape=(3, 32, 32), num_classes=10)
+    loop = per_sample_pipeline(mean_d, std_d, generator)
+    step = train_step(device, args.seed)
+    contenders = {
+        "batched flip+crop+jitter+cutout": lambda x, y: batched(x, y, generator),
+        "per-sample loop, same ops": loop,
+        "mixup alone (batched)": lambda x, y: mix(x, y, generator),
+        "cutmix alone (batched)": lambda x, y: cut(x, y, generator),
+        "train step (convnet 32-64-128)": step,
+    }
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    picker = np.random.default_rng(args.seed)
+    for r in range(args.warmup + args.repeats):
+        idx = torch.from_numpy(picker.choice(len(y_all), args.batch, replace=False)).to(device)
+        x, y = x_all[idx], y_all[idx]
+        x_aug, _ = batched(x, y, generator)  # the step trains on an augmented batch
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            inputs = (x_aug, y) if name.startswith("train") else (x, y)
+            sync()
+            start = time.perf_counter()
+            contenders[name](*inputs)
+            sync()
+            if r >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+          f"{platform.machine()}; batch {args.batch} of 3x32x32; median (min) of "
+          f"{args.repeats} interleaved rounds")
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(f"{'contender':34s} {'median ms':>10s} {'min ms':>8s} {'us/sample':>10s}")
+    for name, t in times.items():
+        print(f"{name:34s} {median[name] * 1e3:10.2f} {min(t) * 1e3:8.2f} "
+              f"{median[name] / args.batch * 1e6:10.1f}")
+    a, b = median[names[0]], median[names[1]]
+    s = median[names[-1]]
+    print(f"per-sample / batched:          {b / a:6.1f}x")
+    print(f"batched augment / train step:  {a / s:6.1%}")
+    print(f"per-sample augment / train step: {b / s:4.1%}")
+    print(f"mixup / train step:            {median[names[2]] / s:6.1%}")
+    print(f"cutmix / train step:           {median[names[3]] / s:6.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""Runs of gradwise's own optimizers on a 2-D surface, and their metrics.
+
+Each run drives the real optimizer class on one float64 parameter tensor of 2 elements, so a
+path is exactly what the library does. Optional gradient noise (the minibatch picture) adds
+``noise * N(0, I)`` to every gradient: the closure returns ``f(x) + xi . x`` with a fresh
+``xi``, which shifts the gradient by ``xi`` and leaves the Hessian (Newton) unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import optim
+from .._checks import integer, number
+from ..errors import UserError
+from .surfaces import Surface
+
+#: A run stops ("diverged") once the parameters leave this radius or stop being finite.
+DIVERGED = 1e6
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter of a lab optimizer: kind ``float``, ``int``, ``bool`` or ``choice``."""
+
+    name: str
+    default: object
+    kind: str = "float"
+    low: float = 0.0
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple = ()
+    help: str = ""
+
+    def parse(self, optimizer: str, raw):
+        """``raw`` (a string from the command line, or a JSON value) as this kind, checked."""
+        name = f"{optimizer}.{self.name}"
+        if self.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise UserError(f"{name}={raw!r} is invalid; {name} must be true or false")
+        if self.kind == "choice":
+            if raw not in self.choices:
+                raise UserError(f"{name}={raw!r} is invalid; accepted: "
+                                f"{', '.join(map(str, self.choices))}")
+            return raw
+        value = raw
+        if isinstance(raw, str):
+            try:
+                value = int(raw) if self.kind == "int" else float(raw)
+            except ValueError:
+                value = raw
+        if self.kind == "int":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            return integer(name, value, int(self.low))
+        return number(name, value, self.low, self.high, open_low=self.open_low,
+                      open_high=self.open_high)
+
+
+def _lr(help_text="learning rate (default: the surface's)"):
+    return Hyper("lr", None, low=0.0, open_low=True, help=help_text)
+
+
+_BETAS = (Hyper("beta1", 0.9, high=1.0, open_high=True, help="first-moment decay"),
+          Hyper("beta2", 0.999, high=1.0, open_high=True, help="second-moment decay"),
+          Hyper("eps", 1e-8, open_low=True, help="added to sqrt(v)"))
+
+
+@dataclass(frozen=True)
+class LabOptimizer:
+    """A lab optimizer: a gradwise optimizer class with fixed options and tunable hypers.
+
+    ``build(params, values)`` makes the optimizer; ``newton`` marks the closure without
+    backward that :class:`gradwise.optim.Newton` takes.
+    """
+
+    name: str
+    title: str
+    hypers: tuple[Hyper, ...]
+    build: Callable
+    newton: bool = False
+
+    def hyper(self, key: str) -> Hyper:
+        for h in self.hypers:
+            if h.name == key:
+                return h
+        raise UserError(f"optimizer {self.name!r} has no hyperparameter {key!r}; accepted: "
+                        f"{', '.join(h.name for h in self.hypers)}")
+
+
+def _sgd(momentum=0.0, nesterov=False):
+    def build(params, v):
+        return optim.SGD(params, lr=v["lr"], momentum=v.get("momentum", momentum),
+                         dampening=v.get("dampening", 0.0), nesterov=nesterov,
+                         weight_decay=v["weight_decay"],
+                         momentum_form=v.get("form", "torch"))
+    return build
+
+
+def _adam(cls, bias_correction=True):
+    def build(params, v):
+        kwargs = dict(lr=v["lr"], betas=(v["beta1"], v["beta2"]), eps=v["eps"],
+                      weight_decay=v["weight_decay"], amsgrad=v["amsgrad"],
+                      bias_correction=bias_correction)
+        return cls(params, **kwargs)
+    return build
+
+
+_WD = Hyper("weight_decay", 0.0, help="L2 penalty (decoupled for adamw)")
+_MOMENTUM = (Hyper("momentum", 0.9, high=1.0, open_high=True, help="momentum mu (rho)"),
+             Hyper("form", "torch", kind="choice", choices=("torch", "velocity"),
+                   help="torch's b = mu b + g; x -= lr b, or the velocity form"))
+
+#: The lab's optimizers, by lab name.
+OPTIMIZERS: dict[str, LabOptimizer] = {o.name: o for o in (
+    LabOptimizer("sgd", "SGD", (_lr(), _WD), _sgd()),
+    LabOptimizer("momentum", "SGD + momentum",
+                 (_lr(), *_MOMENTUM, Hyper("dampening", 0.0, high=1.0), _WD),
+                 _sgd(momentum=0.9)),
+    LabOptimizer("nesterov", "Nesterov momentum", (_lr(), *_MOMENTUM, _WD),
+                 _sgd(momentum=0.9, nesterov=True)),
+    LabOptimizer("adagrad", "AdaGrad",
+                 (_lr(), Hyper("lr_decay", 0.0), Hyper("eps", 1e-10, open_low=True),
+                  Hyper("initial_accumulator_value", 0.0), _WD),
+                 lambda params, v: optim.Adagrad(
+                     params, lr=v["lr"], lr_decay=v["lr_decay"], eps=v["eps"],
+                     initial_accumulator_value=v["initial_accumulator_value"],
+                     weight_decay=v["weight_decay"])),
+    LabOptimizer("rmsprop", "RMSProp",
+                 (_lr(), Hyper("alpha", 0.99, high=1.0, help="decay rate of the squares"),
+                  Hyper("eps", 1e-8, open_low=True), Hyper("momentum", 0.0, high=1.0,
+                                                           open_high=True),
+                  Hyper("centered", False, kind="bool"), _WD),
+                 lambda params, v: optim.RMSprop(
+                     params, lr=v["lr"], alpha=v["alpha"], eps=v["eps"],
+                     momentum=v["momentum"], centered=v["centered"],
+                     weight_decay=v["weight_decay"])),
+    LabOptimizer("adam", "Adam", (_lr(), *_BETAS, _WD, Hyper("amsgrad", False, kind="bool")),
+                 _adam(optim.Adam)),
+    LabOptimizer("adamw", "AdamW",
+                 (_lr(), *_BETAS, Hyper("weight_decay", 0.01, help="decoupled decay"),
+                  Hyper("amsgrad", False, kind="bool")), _adam(optim.AdamW)),
+    LabOptimizer("adam-nobc", "Adam, no bias correction",
+                 (_lr(), *_BETAS, _WD, Hyper("amsgrad", False, kind="bool")),
+                 _adam(optim.Adam, bias_correction=False)),
+    LabOptimizer("newton", "Newton",
+                 (Hyper("lr", 1.0, open_low=True, help="step fraction"),
+                  Hyper("damping", 0.0, help="Levenberg-Marquardt shift of H")),
+                 lambda params, v: optim.Newton(params, lr=v["lr"], damping=v["damping"]),
+                 newton=True),
+    LabOptimizer("lbfgs", "L-BFGS",
+                 (Hyper("lr", 1.0, open_low=True, help="initial step of the line search"),
+                  Hyper("history_size", 10, kind="int", low=1),
+                  Hyper("line_search", "strong_wolfe", kind="choice",
+                        choices=("strong_wolfe", "none"))),
+                 lambda params, v: optim.LBFGS(
+                     params, lr=v["lr"], max_iter=1, history_size=v["history_size"],
+                     line_search_fn=None if v["line_search"] == "none" else "strong_wolfe",
+                     tolerance_grad=1e-12, tolerance_change=1e-15)),
+)}
+
+
+def get_optimizer(name: str) -> LabOptimizer:
+    if name not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {name!r}; accepted: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name]
+
+
+def resolve_hypers(name: str, surface: Surface, given: dict | None = None) -> dict:
+    """All hyperparameters of optimizer ``name``: ``given`` (validated) over the defaults,
+    with the surface's default learning rate."""
+    spec = get_optimizer(name)
+    values = {h.name: h.default for h in spec.hypers}
+    if values.get("lr") is None:
+        values["lr"] = surface.default_lr(name)
+    for key, raw in (given or {}).items():
+        values[key] = spec.hyper(key).parse(name, raw)
+    return values
+
+
+@dataclass
+class Run:
+    """One optimizer's run: the path ``x_0 .. x_n`` (``(n+1, 2)``), the loss at each point
+    (without noise) and the metrics."""
+
+    optimizer: str
+    hypers: dict
+    path: np.ndarray
+    loss: np.ndarray
+    evals: int
+    status: str
+    tol: float
+    minimum: tuple[float, float] | None
+    saddle: tuple[float, float] | None
+    escape_radius: float = 1.0
+    noise: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        """Updates taken (fewer than asked where the run diverged)."""
+        return len(self.path) - 1
+
+    @property
+    def step_sizes(self) -> np.ndarray:
+        """``|x_{t+1} - x_t|`` for each update."""
+        return np.linalg.norm(np.diff(self.path, axis=0), axis=1)
+
+    @property
+    def first_step(self) -> float | None:
+        return float(self.step_sizes[0]) if self.steps else None
+
+    @property
+    def distances(self) -> np.ndarray | None:
+        """``|x_t - x*|`` to the global minimum, or None where the surface has none."""
+        if self.minimum is None:
+            return None
+        return np.linalg.norm(self.path - np.asarray(self.minimum), axis=1)
+
+    @property
+    def final_distance(self) -> float | None:
+        d = self.distances
+        return None if d is None else float(d[-1])
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.loss[-1])
+
+    @property
+    def steps_to_tol(self) -> int | None:
+        """The first step ``t`` with ``|x_t - x*| <= tol`` (None: never, or no minimum)."""
+        d = self.distances
+        if d is None:
+            return None
+        hits = np.flatnonzero(d <= self.tol)
+        return int(hits[0]) if len(hits) else None
+
+    @property
+    def escape_step(self) -> int | None:
+        """The first step farther than ``escape_radius`` from the saddle point (None: never,
+        or no saddle)."""
+        if self.saddle is None:
+            return None
+        d = np.linalg.norm(self.path - np.asarray(self.saddle), axis=1)
+        hits = np.flatnonzero(d > self.escape_radius)
+        return int(hits[0]) if len(hits) else None
+
+    @property
+    def tail_distance(self) -> float | None:
+        """The root-mean-square distance to the minimum over the last fifth of the run: where
+        the gradient is noisy, a steadier number than the final distance."""
+        d = self.distances
+        if d is None:
+            return None
+        tail = d[len(d) - max(1, len(d) // 5):]
+        return float(np.sqrt(np.mean(tail ** 2)))
+
+    @property
+    def rate(self) -> float | None:
+        """The measured per-step contraction over the second half of the run (see
+        :func:`measured_rate`)."""
+        d = self.distances
+        if d is None or self.steps < 4:
+            return None
+        return measured_rate(d, self.steps // 2, self.steps)
+
+    def summary(self) -> dict:
+        """The metrics as plain numbers (None where they do not apply)."""
+        return dict(optimizer=self.optimizer, settings=settings_text(self.hypers),
+                    steps=self.steps, evals=self.evals, first_step=self.first_step,
+                    final_loss=self.final_loss, final_distance=self.final_distance,
+                    tail_distance=self.tail_distance, steps_to_tol=self.steps_to_tol,
+                    escape_step=self.escape_step, rate=self.rate, status=self.status)
+
+
+def measured_rate(distances, first: int, last: int, floor: float = 1e-250) -> float | None:
+    """The geometric-mean contraction per step, ``(d_last / d_first) ** (1 / (last - first))``,
+    of the distances ``d_t = |x_t - x*|``; the window ends early where ``d_t`` reaches
+    ``floor`` (underflow) and the rate is None where fewer than 2 steps are left."""
+    d = np.asarray(distances, dtype=np.float64)
+    last = min(last, len(d) - 1)
+    tiny = np.flatnonzero(d[first:last + 1] <= floor)
+    if len(tiny):
+        last = first + int(tiny[0]) - 1
+    if last - first < 2 or d[first] <= 0:
+        return None
+    return float((d[last] / d[first]) ** (1.0 / (last - first)))
+
+
+def settings_text(hypers: dict) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in hypers.items())
+
+
+def run(surface: Surface, optimizer: str, steps: int | None = None, *, hypers: dict | None = None,
+        start=None, noise: float = 0.0, seed: int = 0, tol: float = 1e-3,
+        escape_radius: float = 1.0) -> Run:
+    """Run lab optimizer ``optimizer`` (see :data:`OPTIMIZERS`) for ``steps`` updates from
+    ``start`` (default: the surface's) and return the :class:`Run`.
+
+    One update is one ``opt.step`` (for L-BFGS one iteration with its line search: several
+    evaluations, counted in ``evals``). The run stops early where the parameters stop being
+    finite or leave ``|x| <= 1e6`` (status ``diverged``) or where Newton's system is singular.
+    """
+    steps = integer("steps", surface.steps if steps is None else steps, 1)
+    noise = number("noise", noise, 0)
+    tol = number("tol", tol, 0, open_low=True)
+    seed = integer("seed", seed, 0)
+    spec = get_optimizer(optimizer)
+    values = resolve_hypers(optimizer, surface, hypers)
+    x0 = surface.start if start is None else start
+    p = torch.tensor([float(x0[0]), float(x0[1])], dtype=torch.float64, requires_grad=True)
+    try:
+        opt = spec.build([p], values)
+    except ValueError as exc:
+        raise UserError(f"optimizer {optimizer!r}: {exc}") from None
+    gen = torch.Generator().manual_seed(seed)
+    evals = 0
+
+    def objective():
+        nonlocal evals
+        evals += 1
+        loss = surface(p)
+        if noise:
+            xi = noise * torch.randn(2, generator=gen, dtype=torch.float64)
+            loss = loss + (xi * p).sum()
+        return loss
+
+    def closure():
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    path = [p.detach().clone()]
+    status = "ok"
+    for t in range(1, steps + 1):
+        try:
+            if spec.newton:
+                opt.step(objective)
+            elif optimizer == "lbfgs":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        except torch.linalg.LinAlgError:
+            status = f"singular Hessian at step {t}"
+            break
+        x = p.detach().clone()
+        if not bool(torch.isfinite(x).all()) or float(x.abs().max()) > DIVERGED:
+            status = f"diverged at step {t}"
+            break
+        path.append(x)
+    path_np = torch.stack(path).numpy()
+    with torch.no_grad():
+        loss = surface(torch.from_numpy(path_np)) if len(path_np) else torch.empty(0)
+        loss = loss.numpy() if loss.shape == (len(path_np),) else np.array(
+            [float(surface(torch.from_numpy(row))) for row in path_np])
+    return Run(optimizer=optimizer, hypers=values, path=path_np, loss=np.asarray(loss),
+               evals=evals, status=status, tol=tol, minimum=surface.minimum,
+               saddle=surface.saddle, escape_radius=escape_radius, noise=noise)
+
+
+def compare(surface: Surface, optimizers, steps: int | None = None, *,
+            hypers: dict | None = None, **kwargs) -> list[Run]:
+    """:func:`run` for each of ``optimizers`` from the same start; ``hypers`` maps an
+    optimizer name to its settings. Everything is validated before the first run."""
+    optimizers = parse_optimizers(optimizers)
+    hypers = dict(hypers or {})
+    for name in hypers:
+        if name not in optimizers:
+            raise UserError(f"settings given for {name!r}, which is not among the optimizers "
+                            f"run ({', '.join(optimizers)})")
+    for name in optimizers:
+        resolve_hypers(name, surface, hypers.get(name))
+    return [run(surface, name, steps, hypers=hypers.get(name), **kwargs) for name in optimizers]
+
+
+def parse_optimizers(optimizers) -> list[str]:
+    """A list of known, distinct optimizer names from a list or a comma-separated string."""
+    if isinstance(optimizers, str):
+        optimizers = [o.strip() for o in optimizers.split(",") if o.strip()]
+    optimizers = list(optimizers)
+    if not optimizers:
+        raise UserError(f"no optimizers given; accepted: {', '.join(OPTIMIZERS)}")
+    for name in optimizers:
+        get_optimizer(name)
+    if len(set(optimizers)) != len(optimizers):
+        raise UserError(f"optimizers {','.join(optimizers)!r} name one twice; give each once")
+    return optimizers
