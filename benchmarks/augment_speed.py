@@ -16,11 +16,16 @@ augmentation / training step.
 
     python benchmarks/augment_speed.py
     python benchmarks/augment_speed.py --batch 256 --repeats 50 --device cuda
+
+On a CPU shared with other work, torch's intra-op threads wait for each other at every op:
+small ops (the batched augmentations) then cost scheduler time slices, not compute. Compare
+``--threads 1``, and the ``min`` column, with the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -108,8 +113,13 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); on a busy "
+                             "machine 1 avoids waits for descheduled worker threads")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     raw, labels = load_images(args.data, args.seed)
@@ -155,9 +165,10 @@ def main(argv=None) -> None:
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - start)
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"{platform.machine()}; batch {args.batch} of 3x32x32; median (min) of "
-          f"{args.repeats} interleaved rounds")
+          f"{platform.machine()}, {os.cpu_count()} cpus, 1-min load {load:.1f} after the run; "
+          f"batch {args.batch} of 3x32x32; median and min of {args.repeats} interleaved rounds")
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"{'contender':34s} {'median ms':>10s} {'min ms':>8s} {'us/sample':>10s}")
     for name, t in times.items():

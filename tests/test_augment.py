@@ -386,17 +386,20 @@ def test_beta_sampler_matches_the_beta_distribution(alpha):
 
 # -- color_jitter ---------------------------------------------------------------------------------
 
-def test_color_jitter_with_zero_strengths_is_identity(cifar):
-    x, _, mean, std = cifar
+@pytest.mark.parametrize("data", ["digits", "cifar"])
+def test_color_jitter_with_zero_strengths_is_identity(request, data):
+    x, _, mean, std = request.getfixturevalue(data)
     out = ga.color_jitter(x, gen(), brightness=0, contrast=0, saturation=0, mean=mean, std=std,
                           value_range=(0, 1))
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+    out = ga.color_jitter(x, gen(), brightness=0, contrast=0, saturation=0)  # raw space = x
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
 
 def test_color_jitter_factors_in_raw_space():
-    raw = torch.rand(500, 3, 5, 5) * 0.5 + 0.25
-    mean, std = torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1), torch.tensor([0.2, 0.3, 0.25])
-    std = std.view(3, 1, 1)
+    raw = torch.rand(500, 3, 5, 5, dtype=torch.float64) * 0.5 + 0.25
+    mean = torch.tensor([0.4, 0.5, 0.6], dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor([0.2, 0.3, 0.25], dtype=torch.float64).view(3, 1, 1)
     x = (raw - mean) / std
 
     def jitter(**kw):
@@ -416,6 +419,18 @@ def test_color_jitter_factors_in_raw_space():
     torch.testing.assert_close(grey(contrast).mean((1, 2)), grey(raw).mean((1, 2)))
     saturated = jitter(saturation=0.4)
     torch.testing.assert_close(grey(saturated), grey(raw))  # per pixel
+    # the same seed draws the same factors whatever the strengths: recover each, then check
+    # all three together against the steps applied one after the other
+    m = grey(raw).mean((1, 2)).view(-1, 1, 1, 1)
+    c = ((contrast - m) / (raw - m))[:, :1, :1, :1]
+    g = grey(raw)[:, None]
+    s = ((saturated - g) / (raw - g))[:, :1, :1, :1]
+    assert c.std() > 0.15 and s.std() > 0.15
+    step = factor * raw
+    mean_grey = grey(step).mean((1, 2)).view(-1, 1, 1, 1)
+    step = (step - mean_grey) * c + mean_grey
+    step = grey(step)[:, None] + (step - grey(step)[:, None]) * s
+    torch.testing.assert_close(jitter(brightness=0.4, contrast=0.4, saturation=0.4), step)
     clamped = ga.color_jitter(x, gen(), brightness=1, contrast=1, saturation=1, mean=mean,
                               std=std, value_range=(0.3, 0.7)) * std + mean
     assert clamped.min() >= 0.3 - 1e-6 and clamped.max() <= 0.7 + 1e-6

@@ -25,6 +25,15 @@ def digits_config(**train):
             "train": {"epochs": 6, "batch_size": 32, **train}}
 
 
+def augmented_config(**train):
+    """digits_config with every kind of training-time randomness: augmentation, mixup, penalties."""
+    config = digits_config(**train)
+    config["model"] = {"name": "convnet", "channels": [8, 16], "dropout": 0.2}
+    config["augment"] = {"crop": {"padding": 1}, "cutout": {"size": 3}, "mixup": {"alpha": 0.4}}
+    config["regularization"] = {"l2": 1e-4, "l1": 1e-6, "label_smoothing": 0.1}
+    return config
+
+
 def records(run):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -58,10 +67,12 @@ def test_seeded_runs_are_reproducible(tmp_path):
         {k: v for k, v in b.items() if k not in drop}
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("make_config", [digits_config, augmented_config])
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch, make_config):
     """Interrupt in the middle of epoch 4, resume from the epoch-3 checkpoint: same weights and
-    the same metrics as a run that was never interrupted (dropout and momentum included)."""
-    full = Trainer(digits_config(), tmp_path / "full", quiet=True)
+    the same metrics as a run that was never interrupted (dropout, momentum, augmentation and
+    mixup included)."""
+    full = Trainer(make_config(), tmp_path / "full", quiet=True)
     full_summary = full.fit()
 
     original = trainer_module.Trainer._log
@@ -73,14 +84,15 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
 
     monkeypatch.setattr(trainer_module.Trainer, "_log", crash_in_epoch_4)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(digits_config(), tmp_path / "cut", quiet=True).fit()
+        Trainer(make_config(), tmp_path / "cut", quiet=True).fit()
     monkeypatch.setattr(trainer_module.Trainer, "_log", original)
-    resumed = Trainer(digits_config(), tmp_path / "cut", quiet=True)
+    resumed = Trainer(make_config(), tmp_path / "cut", quiet=True)
     summary = resumed.fit(resume=True)
 
     for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
-    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss", "best_epoch"):
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss", "best_epoch",
+                "diagnosis", "warnings"):
         assert summary[key] == full_summary[key], key
     def timeless(run):
         return [{k: v for k, v in r.items() if k != "elapsed_seconds"} for r in records(run)]

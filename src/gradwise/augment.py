@@ -12,24 +12,21 @@ one-channel sequence: tabular features look the same, so do not give them sequen
 Zero fill (``crop``, ``translate``, ``cutout``) writes 0 in normalised space, which is the mean
 value of the channel in raw space: a neutral grey, inside the data's range.
 
-Ops and their defaults, run in this canonical order whatever the order of the mapping:
+Ops and their defaults, run in this canonical order whatever the order of the mapping
+(geometric, then colour, then cutout, then mixing):
 
-================  ============================================  ========================
-op                options (defaults)                            samples
-================  ============================================  ========================
-``flip``          ``p=0.5``                                     images
-``crop``          ``padding=4, fill="zero"`` (or ``"reflect"``)  images
-``resized_crop``  ``scale=(0.08, 1.0), ratio=(0.75, 4/3)``      images
-``translate``     ``max_shift=4``                               sequences
-``color_jitter``  ``brightness=0.4, contrast=0.4,               images
-                  saturation=0.4``
-``cutout``        ``size=8, p=1.0``                             images, sequences
-``mixup``         ``alpha=0.2``                                 any
-``cutmix``        ``alpha=1.0``                                 images, sequences
-================  ============================================  ========================
+- ``flip`` (images): ``p=0.5``
+- ``crop`` (images): ``padding=4, fill="zero"`` (or ``"reflect"``)
+- ``resized_crop`` (images): ``scale=(0.08, 1.0), ratio=(0.75, 4/3)``
+- ``translate`` (sequences): ``max_shift=4``
+- ``color_jitter`` (images): ``brightness=0.4, contrast=0.4, saturation=0.4``; saturation
+  needs RGB, so it is off by default for other images and an explicit non-zero one is refused
+- ``cutout`` (images, sequences): ``size=8, p=1.0``
+- ``mixup`` (any samples): ``alpha=0.2``
+- ``cutmix`` (images, sequences): ``alpha=1.0``
 
 The target is ``y`` itself unless a mixing op ran; then it is a float ``(N, num_classes)``
-matrix of class probabilities. ``F.cross_entropy(logits, target)`` takes both (with
+matrix of class probabilities (x's dtype). ``F.cross_entropy(logits, target)`` takes both (with
 ``label_smoothing`` too). With both ``mixup`` and ``cutmix``, each batch uses one of the two,
 chosen with probability 1/2 by a coin drawn from the generator.
 
@@ -322,11 +319,11 @@ def _crop(x: Tensor, g: torch.Generator, padding: int, fill: str) -> Tensor:
         return x
     n, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4, mode="constant" if fill == "zero" else "reflect")
-    offsets = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=g, device=x.device)
-    rows = offsets[0] + torch.arange(h, device=x.device)  # (N, H): rows of padded
-    cols = offsets[1] + torch.arange(w, device=x.device)
-    out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
-    return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+    top, left = torch.randint(0, 2 * padding + 1, (2, n, 1, 1), generator=g, device=x.device)
+    rows = top + torch.arange(h, device=x.device)[:, None]  # (N, H, 1): rows of padded
+    cols = left + torch.arange(w, device=x.device)  # (N, 1, W)
+    index = (rows * (w + 2 * padding) + cols).view(n, 1, h * w)  # into each flat padded image
+    return padded.flatten(2).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
 def crop(x: Tensor, generator: torch.Generator, *, padding: int = 4,
@@ -388,7 +385,7 @@ def _translate(x: Tensor, g: torch.Generator, max_shift: int) -> Tensor:
     outside = (source < 0) | (source >= length)
     view = (n,) + (1,) * (x.ndim - 2) + (length,)
     out = x.gather(-1, source.clamp(0, length - 1).view(view).expand_as(x))
-    return out.masked_fill(outside.view(view), 0)
+    return out * (~outside).view(view).to(x.dtype)
 
 
 def translate(x: Tensor, generator: torch.Generator, *, max_shift: int = 4) -> Tensor:
@@ -400,7 +397,7 @@ def translate(x: Tensor, generator: torch.Generator, *, max_shift: int = 4) -> T
     return _translate(x, generator, **o)
 
 
-def _gray(raw: Tensor) -> Tensor:
+def _grey(raw: Tensor) -> Tensor:
     """Grey level ``(N, 1, H, W)``: BT.601 luma for 3 channels, else the channel mean."""
     if raw.shape[1] == 3:
         return sum(weight * raw[:, i:i + 1] for i, weight in enumerate(_LUMA))
@@ -410,21 +407,24 @@ def _gray(raw: Tensor) -> Tensor:
 def _color_jitter(x: Tensor, g: torch.Generator, brightness: float, contrast: float,
                   saturation: float, mean: Tensor | None, std: Tensor | None,
                   value_range: tuple[float, float] | None) -> Tensor:
+    # The three steps are linear in the raw image r, so they are applied as one affine map:
+    # with g the grey level of r and m its mean, brightness gives b r (grey b g, mean b m),
+    # contrast c b (r - m) + b m, saturation, on top, the sum
+    # r' = b c (s r + (1 - s) g) + b (1 - c) m.
     u = (2 * _rand((3, x.shape[0]), g, x.device) - 1).to(x.dtype).view(3, -1, 1, 1, 1)
+    b, c = 1 + brightness * u[0], 1 + contrast * u[1]
+    s = 1 + saturation * u[2] if x.shape[1] == 3 else torch.ones_like(b)
     raw = x if std is None else x * std
     raw = raw if mean is None else raw + mean
-    if brightness:
-        raw = raw * (1 + brightness * u[0])
-    if contrast:
-        grey = _gray(raw).mean((1, 2, 3), keepdim=True)
-        raw = (raw - grey) * (1 + contrast * u[1]) + grey
-    if saturation and x.shape[1] == 3:
-        grey = _gray(raw)
-        raw = grey + (raw - grey) * (1 + saturation * u[2])
+    out = raw * (b * c * s)
+    if contrast or (saturation and x.shape[1] == 3):
+        grey = _grey(raw)
+        out += (b * c * (1 - s)) * grey + (b * (1 - c)) * grey.mean((2, 3), keepdim=True)
     if value_range is not None:
-        raw = raw.clamp(*value_range)
-    out = raw if mean is None else raw - mean
-    return out if std is None else out / std
+        out.clamp_(*value_range)
+    if mean is not None:
+        out -= mean
+    return out if std is None else out.div_(std)
 
 
 def color_jitter(x: Tensor, generator: torch.Generator, *, brightness: float = 0.4,
@@ -468,7 +468,7 @@ def _cutout(x: Tensor, g: torch.Generator, size: int, p: float) -> Tensor:
         span = _window(length, torch.randint(0, length, (n, 1), generator=g, device=x.device),
                        size)
         mask = (span & hit[:, None]).view((n,) + (1,) * (x.ndim - 2) + (length,))
-    return x.masked_fill(mask, 0)
+    return x * (~mask).to(x.dtype)  # much faster than masked_fill on CPU
 
 
 def _window(length: int, centre: Tensor, size) -> Tensor:

@@ -93,9 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     lab = commands.add_parser(
         "lab", help="the optimizer lab: gradwise's optimizers on 2-D surfaces",
         description="Run gradwise's optimizers from one start on a 2-D surface and write a "
-                    "contour plot with the paths, a loss plot, an animated GIF, table.csv and "
-                    "runs.json into --out; print the table. --gallery renders the lecture's "
-                    "pictures, --serve opens a local page to explore.",
+                    "contour plot with the paths (contour.png), loss.png, steps.png, an "
+                    "animated paths.gif, table.csv and runs.json into --out; print the table. "
+                    "--gallery renders the lecture's pictures, --serve opens a local page.",
         epilog="surfaces: taco (cond), rotated (cond, angle), saddle, monkey, wells (tilt), "
                "rosenbrock (a, b), beale, python:MODULE:FUNCTION. optimizers: sgd, momentum, "
                "nesterov, adagrad, rmsprop, adam, adamw, adam-nobc, newton, lbfgs. Example: "
@@ -109,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
                      "momentum.momentum=0.95) or a surface parameter (surface.cond=100); "
                      "repeatable")
     lab.add_argument("--steps", help="updates per optimizer (default: the surface's)")
-    lab.add_argument("--start", metavar="X,Y", help="the start point (default: the surface's)")
+    lab.add_argument("--start", metavar="X,Y", help="the start point (default: the surface's; "
+                     "write --start=-4,1.5 where X is negative)")
     lab.add_argument("--noise", help="gradient noise: add NOISE * N(0, I) to every gradient")
     lab.add_argument("--seed", help="seed of the gradient noise (default 0)")
     lab.add_argument("--tol", help="tolerance on the distance to the minimum (default 1e-3)")

@@ -13,13 +13,13 @@ Example::
     surface = lab.get_surface("taco", {"cond": 100})
     runs = lab.compare(surface, ["sgd", "momentum", "adam"], 200, hypers={"adam": {"lr": 0.2}})
     print(lab.format_table(runs))
-    png = lab.contour_png(surface, runs)          # bytes; also loss_png, paths_gif
+    png = lab.contour_png(surface, runs)   # bytes; also loss_png, steps_png, paths_gif
 
 The command line: ``gradwise lab`` (one comparison), ``gradwise lab --gallery`` (the lecture's
 pictures), ``gradwise lab --serve`` (a local page).
 """
 
-from .plots import contour_png, loss_png, paths_gif
+from .plots import contour_png, loss_png, paths_gif, steps_png
 from .report import (
     DEFAULT_OPTIMIZERS,
     GALLERY,
@@ -38,7 +38,7 @@ from .surfaces import SURFACES, Surface, get_surface, load_python
 __all__ = [
     "SURFACES", "Surface", "get_surface", "load_python",
     "OPTIMIZERS", "LabOptimizer", "Run", "run", "compare", "measured_rate",
-    "contour_png", "loss_png", "paths_gif",
+    "contour_png", "loss_png", "steps_png", "paths_gif",
     "DEFAULT_OPTIMIZERS", "GALLERY", "Scene", "run_scene", "gallery", "render", "csv_text",
     "format_table", "markdown_table", "make_server", "serve",
 ]

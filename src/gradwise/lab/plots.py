@@ -51,9 +51,9 @@ def _figsize(window, width=7.0) -> tuple[float, float]:
     return (width, min(max(height, 3.0), 7.5))
 
 
-def draw_surface(ax, surface: Surface, window, n: int = 160) -> None:
+def draw_surface(ax, surface: Surface, window, n: int = 160, fill: bool = True) -> None:
     """Contour lines of ``surface`` over ``window`` (log-spaced above the minimum where it has
-    one), and markers for the start, the minimum and the saddle point."""
+    one, shaded unless ``fill`` is False), and markers for the minimum and the saddle point."""
     X, Y, Z = surface.grid(window, n)
     fmin = surface.minimum_value
     finite = np.isfinite(Z)
@@ -63,15 +63,18 @@ def draw_surface(ax, surface: Surface, window, n: int = 160) -> None:
         low = max(float(np.nanpercentile(gap, 0.5)), top * 1e-7, 1e-12)
         if top > low:
             levels = np.geomspace(low, top, 24)
-            ax.contourf(X, Y, np.clip(gap, low, top), levels=levels, norm=LogNorm(low, top),
-                        cmap="Blues_r", alpha=0.35)
+            if fill:
+                ax.contourf(X, Y, np.clip(gap, low, top), levels=levels, norm=LogNorm(low, top),
+                            cmap="Blues_r", alpha=0.35)
             ax.contour(X, Y, gap, levels=levels, norm=LogNorm(low, top), cmap="viridis",
                        linewidths=0.7)
     elif finite.any():
         lo, hi = np.nanpercentile(Z[finite], [2, 98])
         if hi > lo:
             levels = np.linspace(lo, hi, 25)
-            ax.contourf(X, Y, np.clip(Z, lo, hi), levels=levels, cmap="Blues_r", alpha=0.35)
+            if fill:
+                ax.contourf(X, Y, np.clip(Z, lo, hi), levels=levels, cmap="Blues_r",
+                            alpha=0.35)
             ax.contour(X, Y, Z, levels=levels, cmap="viridis", linewidths=0.7)
     if surface.minimum is not None:
         ax.plot(*surface.minimum, marker="*", color="gold", markeredgecolor="black",
@@ -140,6 +143,24 @@ def loss_png(surface: Surface, runs: list[Run], title: str | None = None) -> byt
     return _png(fig)
 
 
+def steps_png(surface: Surface, runs: list[Run], title: str | None = None) -> bytes:
+    """PNG: the length of each update ``|x_{t+1} - x_t|`` on a log scale (AdaGrad's
+    vanishing steps, Adam's first step)."""
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for r in runs:
+        sizes = r.step_sizes
+        ax.plot(np.arange(1, len(sizes) + 1), np.maximum(sizes, 1e-20),
+                color=color(r.optimizer), label=r.optimizer, linewidth=1.4)
+    ax.set_yscale("log")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("|x_t - x_(t-1)|  (floored at 1e-20)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"step sizes: {surface.formula}", fontsize=10)
+    return _png(fig)
+
+
 def paths_gif(surface: Surface, runs: list[Run], frames: int = 40, title: str | None = None,
               frame_ms: int = 90, hold_ms: int = 1500, dpi: int = 90) -> bytes:
     """Animated GIF: the paths drawn step by step (at most ``frames`` frames, the last one
@@ -148,7 +169,7 @@ def paths_gif(surface: Surface, runs: list[Run], frames: int = 40, title: str | 
     fig = Figure(figsize=_figsize(window, 6.4), layout="constrained")
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    draw_surface(ax, surface, window, n=120)
+    draw_surface(ax, surface, window, n=120, fill=False)
     _start(ax, runs)
     lines = []
     for r in runs:
@@ -176,9 +197,11 @@ def paths_gif(surface: Surface, runs: list[Run], frames: int = 40, title: str | 
             ax.draw_artist(line)
         counter.set_text(f"step {t}")
         ax.draw_artist(counter)
-        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-        images.append(Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE,
-                                                   colors=128))
+        images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy()))
+    # one palette for all frames (from the last, which has every colour), so that the GIF
+    # stores only what changes from frame to frame
+    palette = images[-1].quantize(colors=96)
+    images = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
     if len(images) == 1:
         images.append(images[0].copy())
     durations = [frame_ms] * (len(images) - 1) + [hold_ms]

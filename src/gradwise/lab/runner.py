@@ -73,9 +73,10 @@ def _lr(help_text="learning rate (default: the surface's)"):
     return Hyper("lr", None, low=0.0, open_low=True, help=help_text)
 
 
+_EPS_INSIDE = Hyper("eps_inside", False, kind="bool", help="sqrt(v + eps), not sqrt(v) + eps")
 _BETAS = (Hyper("beta1", 0.9, high=1.0, open_high=True, help="first-moment decay"),
           Hyper("beta2", 0.999, high=1.0, open_high=True, help="second-moment decay"),
-          Hyper("eps", 1e-8, open_low=True, help="added to sqrt(v)"))
+          Hyper("eps", 1e-8, open_low=True, help="added to sqrt(v)"), _EPS_INSIDE)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _adam(cls, bias_correction=True):
     def build(params, v):
         kwargs = dict(lr=v["lr"], betas=(v["beta1"], v["beta2"]), eps=v["eps"],
                       weight_decay=v["weight_decay"], amsgrad=v["amsgrad"],
-                      bias_correction=bias_correction)
+                      bias_correction=bias_correction, eps_inside=v["eps_inside"])
         return cls(params, **kwargs)
     return build
 
@@ -133,20 +134,20 @@ OPTIMIZERS: dict[str, LabOptimizer] = {o.name: o for o in (
                  _sgd(momentum=0.9, nesterov=True)),
     LabOptimizer("adagrad", "AdaGrad",
                  (_lr(), Hyper("lr_decay", 0.0), Hyper("eps", 1e-10, open_low=True),
-                  Hyper("initial_accumulator_value", 0.0), _WD),
+                  _EPS_INSIDE, Hyper("initial_accumulator_value", 0.0), _WD),
                  lambda params, v: optim.Adagrad(
                      params, lr=v["lr"], lr_decay=v["lr_decay"], eps=v["eps"],
                      initial_accumulator_value=v["initial_accumulator_value"],
-                     weight_decay=v["weight_decay"])),
+                     weight_decay=v["weight_decay"], eps_inside=v["eps_inside"])),
     LabOptimizer("rmsprop", "RMSProp",
                  (_lr(), Hyper("alpha", 0.99, high=1.0, help="decay rate of the squares"),
-                  Hyper("eps", 1e-8, open_low=True), Hyper("momentum", 0.0, high=1.0,
-                                                           open_high=True),
+                  Hyper("eps", 1e-8, open_low=True), _EPS_INSIDE,
+                  Hyper("momentum", 0.0, high=1.0, open_high=True),
                   Hyper("centered", False, kind="bool"), _WD),
                  lambda params, v: optim.RMSprop(
                      params, lr=v["lr"], alpha=v["alpha"], eps=v["eps"],
                      momentum=v["momentum"], centered=v["centered"],
-                     weight_decay=v["weight_decay"])),
+                     weight_decay=v["weight_decay"], eps_inside=v["eps_inside"])),
     LabOptimizer("adam", "Adam", (_lr(), *_BETAS, _WD, Hyper("amsgrad", False, kind="bool")),
                  _adam(optim.Adam)),
     LabOptimizer("adamw", "AdamW",
@@ -206,6 +207,8 @@ class Run:
     saddle: tuple[float, float] | None
     escape_radius: float = 1.0
     noise: float = 0.0
+    #: Evaluations done when each point of the path was reached (``evals_per_step[0] = 0``).
+    evals_per_step: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -247,14 +250,27 @@ class Run:
         return int(hits[0]) if len(hits) else None
 
     @property
+    def evals_to_tol(self) -> int | None:
+        """Loss and gradient evaluations up to :attr:`steps_to_tol` (Newton's also build a
+        Hessian; L-BFGS's line search takes several per step)."""
+        t = self.steps_to_tol
+        if t is None or self.evals_per_step is None:
+            return None
+        return int(self.evals_per_step[t])
+
+    @property
     def escape_step(self) -> int | None:
-        """The first step farther than ``escape_radius`` from the saddle point (None: never,
-        or no saddle)."""
+        """The first step that leaves the saddle point's neighbourhood (radius
+        ``escape_radius``) after the path has been inside it (None: never inside, never out
+        again, or no saddle)."""
         if self.saddle is None:
             return None
-        d = np.linalg.norm(self.path - np.asarray(self.saddle), axis=1)
-        hits = np.flatnonzero(d > self.escape_radius)
-        return int(hits[0]) if len(hits) else None
+        inside = np.linalg.norm(self.path - np.asarray(self.saddle), axis=1) <= self.escape_radius
+        if not inside.any():
+            return None
+        entered = int(np.argmax(inside))
+        out = np.flatnonzero(~inside[entered:])
+        return entered + int(out[0]) if len(out) else None
 
     @property
     def tail_distance(self) -> float | None:
@@ -281,7 +297,8 @@ class Run:
                     steps=self.steps, evals=self.evals, first_step=self.first_step,
                     final_loss=self.final_loss, final_distance=self.final_distance,
                     tail_distance=self.tail_distance, steps_to_tol=self.steps_to_tol,
-                    escape_step=self.escape_step, rate=self.rate, status=self.status)
+                    evals_to_tol=self.evals_to_tol, escape_step=self.escape_step,
+                    rate=self.rate, status=self.status)
 
 
 def measured_rate(distances, first: int, last: int, floor: float = 1e-250) -> float | None:
@@ -316,6 +333,7 @@ def run(surface: Surface, optimizer: str, steps: int | None = None, *, hypers: d
     steps = integer("steps", surface.steps if steps is None else steps, 1)
     noise = number("noise", noise, 0)
     tol = number("tol", tol, 0, open_low=True)
+    escape_radius = number("escape_radius", escape_radius, 0, open_low=True)
     seed = integer("seed", seed, 0)
     spec = get_optimizer(optimizer)
     values = resolve_hypers(optimizer, surface, hypers)
@@ -331,7 +349,12 @@ def run(surface: Surface, optimizer: str, steps: int | None = None, *, hypers: d
     def objective():
         nonlocal evals
         evals += 1
-        loss = surface(p)
+        try:
+            loss = surface(p)
+        except Exception as exc:  # a user's function that fails somewhere on the path
+            point = tuple(round(float(v), 6) for v in p.detach())
+            raise UserError(f"surface {surface.name!r} fails at {point} "
+                            f"({type(exc).__name__}: {exc})") from None
         if noise:
             xi = noise * torch.randn(2, generator=gen, dtype=torch.float64)
             loss = loss + (xi * p).sum()
@@ -344,6 +367,7 @@ def run(surface: Surface, optimizer: str, steps: int | None = None, *, hypers: d
         return loss
 
     path = [p.detach().clone()]
+    counts = [0]
     status = "ok"
     for t in range(1, steps + 1):
         try:
@@ -362,14 +386,26 @@ def run(surface: Surface, optimizer: str, steps: int | None = None, *, hypers: d
             status = f"diverged at step {t}"
             break
         path.append(x)
+        counts.append(evals)
     path_np = torch.stack(path).numpy()
+    return Run(optimizer=optimizer, hypers=values, path=path_np, loss=_losses(surface, path_np),
+               evals=evals, status=status, evals_per_step=np.array(counts), tol=tol,
+               minimum=surface.minimum, saddle=surface.saddle, escape_radius=escape_radius,
+               noise=noise)
+
+
+def _losses(surface: Surface, path: np.ndarray) -> np.ndarray:
+    """``f`` at each point of the path, without noise (all at once where ``f`` is
+    elementwise, else point by point)."""
+    points = torch.from_numpy(path)
     with torch.no_grad():
-        loss = surface(torch.from_numpy(path_np)) if len(path_np) else torch.empty(0)
-        loss = loss.numpy() if loss.shape == (len(path_np),) else np.array(
-            [float(surface(torch.from_numpy(row))) for row in path_np])
-    return Run(optimizer=optimizer, hypers=values, path=path_np, loss=np.asarray(loss),
-               evals=evals, status=status, tol=tol, minimum=surface.minimum,
-               saddle=surface.saddle, escape_radius=escape_radius, noise=noise)
+        try:
+            loss = surface(points)
+            if isinstance(loss, torch.Tensor) and loss.shape == (len(path),):
+                return loss.numpy()
+        except Exception:
+            pass
+        return np.array([float(surface(row)) for row in points])
 
 
 def compare(surface: Surface, optimizers, steps: int | None = None, *,

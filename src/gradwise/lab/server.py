@@ -44,6 +44,7 @@ def options() -> dict:
         s = factory()
         surfaces[name] = dict(
             formula=s.formula, steps=s.steps, start=list(s.start),
+            lrs={o: s.default_lr(o) for o in OPTIMIZERS},
             params={k: dict(default=p.default, low=_json_num(p.low), high=_json_num(p.high),
                             help=p.help) for k, p in params.items()})
     optimizers = {
@@ -62,7 +63,7 @@ def _json_num(value: float):
 def _background(name: str, params: tuple) -> dict:
     surface = get_surface(name, dict(params))
     with _PLOT_LOCK:
-        png, width, height = plots.background_png(surface, surface.window)
+        png, width, height = plots.background_png(surface, surface.window, width_px=800)
     return dict(png="data:image/png;base64," + base64.b64encode(png).decode(), width=width,
                 height=height)
 
@@ -218,8 +219,9 @@ PAGE = r"""<!doctype html>
  fieldset { border: 1px solid #ddd; margin: 0 0 10px; padding: 6px 8px; }
  legend { font-weight: 600; }
  label { display: block; margin: 2px 0; }
- .hyper { display: grid; grid-template-columns: 1fr 100px; gap: 2px 6px; margin: 2px 0 6px 22px; }
- .hyper input, .hyper select { width: 96px; }
+ .hyper { display: grid; grid-template-columns: 1fr 92px; gap: 2px 6px; margin: 2px 0 6px 22px; }
+ .hyper input, .hyper select { width: 92px; box-sizing: border-box; }
+ .off .hyper { display: none; }
  .opt { border-left: 6px solid; padding-left: 6px; margin: 4px 0; }
  #status { margin: 6px 0; font-weight: 600; }
  #status.error { color: #b00; }
@@ -284,7 +286,13 @@ function buildSurface() {
     box.append(input);
   }
   $("steps").value = String(s.steps);
+  for (const [name, lr] of Object.entries(s.lrs)) {
+    const input = $("hyper-" + name + "-lr");
+    if (input) input.placeholder = short(lr);
+  }
 }
+
+function short(v) { return String(Number(Number(v).toPrecision(4))); }
 
 function buildOptimizers() {
   const box = $("optimizers");
@@ -292,7 +300,11 @@ function buildOptimizers() {
     const div = el("div", {class: "opt", style: "border-color:" + o.color});
     const check = el("input", {type: "checkbox", id: "use-" + name, "data-optimizer": name});
     check.checked = DEFAULT_ON.includes(name);
-    check.addEventListener("change", schedule);
+    div.classList.toggle("off", !check.checked);
+    check.addEventListener("change", () => {
+      div.classList.toggle("off", !check.checked);
+      schedule();
+    });
     const label = el("label");
     label.append(check, " " + name + " ");
     label.append(el("small", {}, o.title));
@@ -326,7 +338,7 @@ function request() {
   const surface = $("surface").value;
   const params = {};
   for (const input of $("params").querySelectorAll("input")) {
-    if (input.value.trim() !== "") params[input.dataset.param] = Number(input.value);
+    if (input.value.trim() !== "") params[input.dataset.param] = numberOrText(input.value);
   }
   const optimizers = [], hypers = {};
   for (const [name, o] of Object.entries(OPTIONS.optimizers)) {
@@ -373,7 +385,7 @@ async function run() {
   if (!reply.ok) { setStatus(data.error || ("error " + reply.status), true); return; }
   for (const r of data.runs) {
     const lr = $("hyper-" + r.optimizer + "-lr");
-    if (lr && lr.value.trim() === "") lr.placeholder = String(r.hypers.lr);
+    if (lr && lr.value.trim() === "") lr.placeholder = short(r.hypers.lr);
   }
   draw(data);
 }
@@ -449,8 +461,8 @@ async function init() {
   $("surface").addEventListener("change", () => { buildSurface(); schedule(); });
   for (const id of ["steps", "noise", "seed"]) $(id).addEventListener("input", schedule);
   $("run").addEventListener("click", () => { clearTimeout(timer); run(); });
-  buildSurface();
   buildOptimizers();
+  buildSurface();
   run();
 }
 init();

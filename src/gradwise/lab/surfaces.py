@@ -190,8 +190,8 @@ def rosenbrock(a: float = 1.0, b: float = 100.0) -> Surface:
         name="rosenbrock", formula=f"({a:g} - x)^2 + {b:g} (y - x^2)^2",
         fn=lambda x, y: (a - x) ** 2 + b * (y - x * x) ** 2,
         start=(-1.5, 2.0), window=(-2.0, 2.0, -1.0, 3.0), minimum=(a, a * a),
-        lrs=_lrs(sgd=1e-3, momentum=2e-4, nesterov=2e-4, adagrad=0.5, rmsprop=1e-2,
-                 adam=5e-2), steps=500, params={"a": a, "b": b})
+        lrs=_lrs(sgd=1e-3, momentum=1e-3, nesterov=1e-3, adagrad=0.5, rmsprop=1e-2,
+                 adam=0.1), steps=1000, params={"a": a, "b": b})
 
 
 def beale() -> Surface:
@@ -204,8 +204,8 @@ def beale() -> Surface:
     return Surface(
         name="beale", formula="(1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2",
         fn=fn, start=(1.0, 1.5), window=(-4.5, 4.5, -4.5, 4.5), minimum=(3.0, 0.5),
-        lrs=_lrs(sgd=1e-3, momentum=1e-4, nesterov=1e-4, adagrad=0.5, rmsprop=1e-2,
-                 adam=5e-2), steps=500)
+        lrs=_lrs(sgd=3e-2, momentum=3e-3, nesterov=3e-3, adagrad=1.0, rmsprop=3e-2,
+                 adam=0.1), steps=500)
 
 
 #: The built-in surfaces: factory and parameters (name -> Param).
@@ -333,6 +333,6 @@ def check_scalar(surface: Surface, point) -> None:
     if not value.requires_grad:
         raise UserError(f"surface {surface.name!r} returns a value autograd cannot "
                         "differentiate; compute it with torch operations on x and y")
-    if not math.isfinite(float(value)):
-        raise UserError(f"surface {surface.name!r} is {float(value)} at the start "
+    if not math.isfinite(float(value.detach())):
+        raise UserError(f"surface {surface.name!r} is {float(value.detach())} at the start "
                         f"{tuple(point)}; it must be finite there")

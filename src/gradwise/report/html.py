@@ -307,7 +307,8 @@ def render_report(run: Run) -> str:
             "what to try next, with the numbers it looked at.", _diagnosis_html(diagnosis))
     elif run.summary is not None:
         notes.append(("Diagnosis", "summary.json has no diagnosis"))
-    warnings = [w for w in (run.summary or {}).get("warnings") or [] if w]
+    warnings = (run.summary or {}).get("warnings") or []
+    warnings = [warnings] if isinstance(warnings, str) else [w for w in warnings if w]
     if warnings:
         items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
         add("warnings", "Warnings", "Things noticed during the run that deserve a look, even "

@@ -277,8 +277,8 @@ def update_ratio_figure(series: Mapping[str, Series],
     values = _plot_many(fig, ax, series, positive=True)
     ax.set_yscale("log")
     ax.set_ylim(min(values + [low]) / 2, max(values + [high]) * 2)
-    ax.text(0.005, UPDATE_RATIO_TARGET, " 1e-3", transform=ax.get_yaxis_transform(),
-            va="bottom", fontsize=7)
+    ax.text(0.995, UPDATE_RATIO_TARGET, "1e-3 ", transform=ax.get_yaxis_transform(),
+            ha="right", va="bottom", fontsize=7)
     _x_axis(ax, _xs(series), xlim)
     _style(ax, "step", "update / weight")
     return fig

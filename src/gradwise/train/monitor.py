@@ -128,5 +128,12 @@ class Monitor:
     def warnings(self) -> list[str]:
         return list(self._warnings.values())
 
+    def state_dict(self) -> dict[str, str]:
+        """The warnings so far (kept in checkpoints, so a resumed run still reports them)."""
+        return dict(self._warnings)
+
+    def load_state_dict(self, state: dict[str, str]) -> None:
+        self._warnings = dict(state)
+
     def _warn(self, kind: str, text: str) -> None:
         self._warnings.setdefault(kind, text)

@@ -326,6 +326,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed,
             "initial_loss": self.initial_loss, "best": self.best,
+            "warnings": self.monitor.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -342,6 +343,7 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.epoch, self.step, self.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
             self.initial_loss, self.best = ckpt["initial_loss"], ckpt["best"]
+            self.monitor.load_state_dict(ckpt["warnings"])
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             if ckpt["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
@@ -378,11 +380,19 @@ class Trainer:
             getattr(sink, "close", lambda: None)()
         if self.out is not None:
             _io.write_json(self.out / "summary.json", summary)
-            from ..report import build_report
-            build_report(self.out)
+            self._write_report()
         if self.stop_reason and not self.quiet:
             self.progress.message(f"stopped early: {self.stop_reason}")
         return summary
+
+    def _write_report(self) -> None:
+        """report.html is derived from the files above; failing to write it loses nothing."""
+        from ..report import build_report
+        try:
+            build_report(self.out)
+        except UserError as exc:
+            self.progress.message(f"report.html not written: {exc} "
+                                  f"(retry with: gradwise report {self.out})")
 
     def _averaged_accuracy(self) -> dict:
         """Val and test accuracy with the configured test-time averaging, if any."""
