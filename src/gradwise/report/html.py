@@ -184,7 +184,7 @@ def _fmt_option(value) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)  # true, false, null: as in config.yaml
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:.3g}"
     if isinstance(value, (list, tuple)):
         return "(" + ", ".join(_fmt_option(v) for v in value) + ")"
     return str(value)

@@ -1,9 +1,12 @@
 """The learning-rate range test: sweep the LR exponentially over a few hundred steps and read
 the loss curve.
 
-At step ``i`` of ``n`` the learning rate is ``start * (end / start) ** (i / (n - 1))``. The loss
-is smoothed with a bias-corrected exponential moving average (``beta = 0.98``) and the sweep
-stops once the smoothed loss passes ``stop_factor`` x its minimum. Two classic readings:
+At step ``i`` of ``n`` the learning rate is ``start * (end / start) ** (i / (n - 1))``. The sweep
+stops once a bias-corrected exponential moving average of the loss (``beta = 0.98``) passes
+``stop_factor`` x its minimum. The curve is then read after a centred Gaussian smoothing over
+``SMOOTHING_DECADES`` (0.2) of a decade of learning rate: unlike the moving average, it does not
+lag, and a lag of a decade or two (what ``beta = 0.98`` gives a 200-step sweep) moves every
+reading by as much. Two classic readings:
 
 - ``steepest``: the LR where the smoothed loss falls fastest per decade of LR;
 - ``min_over_10``: the LR of the smoothed loss's minimum, divided by 10.
@@ -29,6 +32,7 @@ from .. import _checks
 from ..config import Config, load_config
 from ..errors import UserError
 
+SMOOTHING_DECADES = 0.2
 SEED_SPREAD_WARNING = 3.0      # max/min of one suggestion over the seeds
 READINGS_SPREAD_WARNING = 10.0  # steepest vs min_over_10
 
@@ -37,7 +41,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer,
                   batches: Iterator, loss_fn: Callable, *, start: float = 1e-7,
                   end: float = 10.0, steps: int = 200, beta: float = 0.98,
                   stop_factor: float = 4.0) -> dict:
-    """Sweep one model; returns ``{"lrs", "loss", "smoothed"}`` (as long as the sweep ran).
+    """Sweep one model; returns ``{"lrs", "loss"}`` (as long as the sweep ran).
 
     ``batches`` yields ``(x, y)``; ``loss_fn(model, x, y)`` returns the loss. The model's and
     optimizer's state are restored afterwards: the weights are left untouched.
@@ -48,7 +52,7 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer,
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     was_training = model.training
-    lrs, losses, smoothed = [], [], []
+    lrs, losses = [], []
     average, best = 0.0, math.inf
     try:
         model.train()
@@ -68,7 +72,6 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer,
             smooth = average / (1 - beta ** (i + 1))
             lrs.append(lr)
             losses.append(value)
-            smoothed.append(smooth)
             best = min(best, smooth)
             if smooth > stop_factor * best:
                 break
@@ -76,7 +79,21 @@ def lr_range_test(model: nn.Module, optimizer: torch.optim.Optimizer,
         model.load_state_dict(saved_model)
         optimizer.load_state_dict(saved_optimizer)
         model.train(was_training)
-    return {"lrs": lrs, "loss": losses, "smoothed": smoothed}
+    return {"lrs": lrs, "loss": losses}
+
+
+def smooth(values: list[float], sigma: float) -> list[float]:
+    """Centred Gaussian smoothing with a width of ``sigma`` steps (no lag, edges renormalised).
+
+    >>> smooth([0.0, 0.0, 3.0, 0.0, 0.0], sigma=1e-3)
+    [0.0, 0.0, 3.0, 0.0, 0.0]
+    """
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return []
+    offsets = np.arange(len(x))[:, None] - np.arange(len(x))[None, :]
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return (weights @ x / weights.sum(1)).tolist()
 
 
 def suggestions(lrs: list[float], smoothed: list[float]) -> dict[str, float]:
@@ -116,6 +133,8 @@ def lr_find(config: Config | dict | str | Path, *, seeds: tuple[int, ...] = (0, 
         trainer = Trainer(base.model_copy(update={"seed": seed}), out=None, quiet=True)
         sweep = lr_range_test(trainer.model, trainer.optimizer, _batches(trainer),
                               _loss_of(trainer), start=start, end=end, steps=steps)
+        steps_per_decade = (steps - 1) / math.log10(end / start)
+        sweep["smoothed"] = smooth(sweep["loss"], max(1.0, SMOOTHING_DECADES * steps_per_decade))
         for name, value in suggestions(sweep["lrs"], sweep["smoothed"]).items():
             per_seed[name].append(value)
         curves.append({"seed": seed, **sweep})

@@ -456,9 +456,9 @@ def _build_augment(cfg: Config, data: Splits, full_batch: bool) -> Augment | Non
         raise UserError("augment needs minibatch training; full-batch training (train.full_batch,"
                         " the default for lbfgs) sees the same data at every step")
     raw = data.x_train * data.std + data.mean
+    low, high = (float(raw.min()), float(raw.max())) if len(raw) else (0.0, 0.0)
     return Augment(cfg.augment, input_shape=data.input_shape, num_classes=data.num_classes,
-                   mean=data.mean, std=data.std,
-                   value_range=(float(raw.min()), float(raw.max())) if len(raw) else None)
+                   mean=data.mean, std=data.std, value_range=(low, high) if low < high else None)
 
 
 def _grad_norm(model: nn.Module) -> float:
