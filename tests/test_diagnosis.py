@@ -110,3 +110,19 @@ def test_plateau_names_the_epoch_where_the_curve_flattened():
     d = diagnose(_epochs(losses, [0.6] * 10, [0.6] * 10))
     assert d["label"] == "plateau"
     assert d["evidence"]["flat_since_epoch"] == 4
+
+
+def test_the_run_says_when_it_starts_to_overfit():
+    import io
+
+    from gradwise.train import Progress
+
+    stream = io.StringIO()
+    config = {**DIGITS_MLP, "data": {"source": "digits", "train_size": 60},
+              "model": {"name": "mlp", "hidden": [512, 512]},
+              "optimizer": {"name": "adam", "lr": 1e-3},
+              "train": {"epochs": 40, "batch_size": 20, "checkpoint": False}}
+    Trainer(config, out=None, progress=Progress(40, 3, stream=stream, interactive=False)).fit()
+    notices = [line for line in stream.getvalue().splitlines() if "looks like" in line]
+    assert notices and "looks like overfitting" in notices[-1]
+    assert not any("underfitting" in line for line in notices)

@@ -153,7 +153,7 @@ def write_files(out: Path, files: dict[str, bytes]) -> None:
     """Write each file atomically (a temporary file, then a rename)."""
     out = Path(out)
     for name, data in files.items():
-        _io._atomic(out / name, lambda f, data=data: f.write(data))
+        _io.write_bytes(out / name, data)
 
 
 # -- parsing what the command line gives ------------------------------------------------------

@@ -64,7 +64,7 @@ def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
         raise UserError(f"cannot write the figure to {str(path)!r}: it is a directory; "
                         "expected a file path such as plot.png")
     try:
-        _io._atomic(path, lambda f: f.write(data))
+        _io.write_bytes(path, data)
     except OSError as exc:
         raise UserError(f"cannot write the figure to {str(path)!r}: "
                         f"{exc.strerror or exc}") from None

@@ -310,11 +310,13 @@ class Trainer:
             f.write(_io.jsonl_line(record))
 
     def _diagnose_so_far(self) -> None:
-        """Tell the user, once per change, when the curves start to look wrong."""
+        """Tell the user, once per change, when the curves start to look wrong. Mid-run,
+        'underfitting' is left out: low accuracy is expected before training ends."""
         previous = self.diagnosis["label"] if self.diagnosis else "healthy"
         self.diagnosis = diagnose(self.records, stop_reason=self.stop_reason)
         label = self.diagnosis["label"]
-        if label not in (previous, "healthy") and not self.quiet:
+        if (label not in (previous, "healthy", "underfitting") and self.epoch >= 2
+                and not self.quiet):
             self.progress.message(f"  looks like {label}: {self.diagnosis['message']}")
 
     def _checkpoint(self, improved: bool) -> None:
