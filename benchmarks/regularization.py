@@ -28,18 +28,18 @@ BASE = {
     "model": {"name": "convnet", "channels": [16, 32, 64], "convs_per_stage": 1},
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     "schedule": "cosine",
-    "train": {"epochs": 20, "batch_size": 128, "checkpoint": False, "monitor_every": 0},
+    "train": {"epochs": 30, "batch_size": 128, "checkpoint": False, "monitor_every": 0},
 }
 RESNET = {"name": "resnet", "widths": [16, 32, 64], "blocks_per_stage": 1}
 
 # (row name, changes to BASE as {"section.key": value})
 ROWS = [
     ("none", {}),
-    ("L2 penalty 5e-4", {"regularization.l2": 5e-4}),
-    ("L1 penalty 2e-5", {"regularization.l1": 2e-5}),
+    ("L2 penalty 5e-3", {"regularization.l2": 5e-3}),
+    ("L1 penalty 1e-4", {"regularization.l1": 1e-4}),
     ("dropout 0.3 (head)", {"model.dropout": 0.3}),
     ("channel dropout 0.1", {"model.channel_dropout": 0.1}),
-    ("DropConnect 0.2", {"model.drop_connect": 0.2}),
+    ("DropConnect 0.5 (head)", {"model.drop_connect": 0.5}),
     ("fractional max-pool sqrt(2)", {"model.fractional_pool": 2 ** 0.5}),
     ("no batch norm (BN off)", {"model.batch_norm": False}),
     ("label smoothing 0.1", {"regularization.label_smoothing": 0.1}),
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/mnist/mnist.npz",
                         help="an MNIST .npz (x_train, y_train, x_test, y_test)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, help="override the 20 epochs")
+    parser.add_argument("--epochs", type=int, help="override the 30 epochs")
     parser.add_argument("--only", help="run the rows whose name contains this text")
     parser.add_argument("--json", help="also write the per-seed results here")
     args = parser.parse_args()

@@ -552,8 +552,8 @@ def test_convnet_channel_dropout_drop_connect_and_fractional_pool():
     assert after == [nn.MaxPool2d] * 3
 
     model = build_model("convnet", (1, 8, 8), 10, drop_connect=0.2, convs_per_stage=1)
-    assert count(model, DropConnectConv2d) == 3 == count(model, nn.Conv2d)
-    assert all(m.p == 0.2 for m in model.modules() if isinstance(m, DropConnectConv2d))
+    assert isinstance(model.head, DropConnectLinear) and model.head.p == 0.2
+    assert count(model, DropConnectConv2d) == 0 and count(model, DropConnectLinear) == 1
 
     model = build_model("convnet", (1, 8, 8), 10, channels=(4,) * 5, fractional_pool=1.5)
     pools = [m for m in model.modules() if isinstance(m, FractionalMaxPool2d)]
@@ -567,10 +567,14 @@ def test_resnet_fractional_pool_and_no_batch_norm():
     model = build_model("resnet", (3, 32, 32), 10, widths=(4, 8, 8), fractional_pool=1.5,
                         fractional_pool_mode="random")
     pools = [m for m in model.modules() if isinstance(m, FractionalMaxPool2d)]
-    assert len(pools) == 2 and all(m.mode == "random" for m in pools)
+    # round(log 2 / log 1.5) = 2 pools stand in for each stride 2: 32 -> 21 -> 14 -> 9 -> 6,
+    # about the 32 -> 8 of the strided resnet
+    assert len(pools) == 4 and all(m.mode == "random" for m in pools)
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert [b.residual[0].stride for b in blocks] == [(1, 1)] * 6
-    assert model.eval().features[:-2](torch.randn(2, 3, 32, 32)).shape == (2, 8, 14, 14)
+    assert model.eval().features[:-2](torch.randn(2, 3, 32, 32)).shape == (2, 8, 6, 6)
+    sqrt2 = build_model("resnet", (3, 32, 32), 10, widths=(4, 8, 8), fractional_pool=2 ** 0.5)
+    assert sqrt2.eval().features[:-2](torch.randn(2, 3, 32, 32)).shape == (2, 8, 7, 7)
 
     model = build_model("resnet", (3, 32, 32), 10, widths=(4, 8), batch_norm=False)
     assert count(model, nn.BatchNorm2d) == 0

@@ -161,3 +161,14 @@ def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere():
     assert tty.getvalue().startswith("\repoch 1/2 [") and "5/10 loss 0.7500" in tty.getvalue()
     assert log.getvalue() == ("epoch 1/2  train_loss 0.5000  train_acc 90.00%  val_loss 0.6000  "
                               "val_acc 85.00%  lr 0.1  1.5s\n")
+
+
+def test_a_callback_can_stop_the_run_without_it_counting_as_divergence():
+    def stop_after_two(trainer, record):
+        if record["epoch"] == 2:
+            trainer.stop("pruned: behind the median")
+
+    summary = Trainer(digits_config(), None, quiet=True, callbacks=[stop_after_two]).fit()
+    assert summary["epochs"] == 2 and summary["stopped_early"]
+    assert summary["stop_reason"] == "pruned: behind the median"
+    assert summary["diagnosis"]["label"] != "diverging"

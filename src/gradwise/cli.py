@@ -123,6 +123,28 @@ def _parser() -> argparse.ArgumentParser:
                      help="serve the interactive page on 127.0.0.1")
     lab.add_argument("--port", help="port for --serve (default 8765; 0 picks a free one)")
     lab.set_defaults(run=_lab)
+
+    search = commands.add_parser(
+        "search", help="hyperparameter search: random, log-scale, coarse-to-fine (Optuna)",
+        description="Search the hyperparameters of a config's 'space:' section in the stages "
+                    "of its 'search:' section (coarse: many short runs; fine: fewer, longer "
+                    "runs in ranges narrowed around the best). Writes results.csv, stages.json, "
+                    "best.yaml (a config for gradwise train) and report.html into --out "
+                    "(default runs/<config name>); the trials live in --storage "
+                    "(default OUT/study.db).",
+        epilog="Example: gradwise search examples/search-mnist1d.yaml --workers 2")
+    search.add_argument("config", help="the YAML config with space: and search: sections")
+    search.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a base config key (repeatable)")
+    search.add_argument("--out", help="the search folder (default: runs/<config name>)")
+    search.add_argument("--storage", metavar="URL", help="an Optuna RDB storage shared by "
+                        "workers, e.g. postgresql://user@host/db (default: sqlite OUT/study.db)")
+    search.add_argument("--resume", action="store_true", help="continue the search in --out "
+                        "(trials of a dead process are run again)")
+    search.add_argument("--workers", type=int, default=1, help="local worker processes "
+                        "(default 1)")
+    search.add_argument("--quiet", action="store_true", help="print only the result")
+    search.set_defaults(run=_search)
     return parser
 
 
@@ -213,6 +235,34 @@ def _lab(args) -> int:
 
     return command(args)
 
+
+def _search(args) -> int:
+    import yaml
+
+    from ._checks import integer
+    from .search import Search, load_search
+
+    workers = integer("--workers", args.workers, 1)
+    overrides = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. train.batch_size=64")
+        key, text = item.split("=", 1)
+        try:
+            overrides[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            overrides[key.strip()] = text
+    spec = load_search(args.config, overrides)
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    summary = Search(spec, out, args.storage, resume=args.resume, quiet=args.quiet).run(workers)
+    best = summary.get("best")
+    if best:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in best["params"].items())
+        print(f"best: stage {best['stage']} trial {best['trial']}: {summary['metric']} "
+              f"{best['value']:.4f}, test accuracy {best.get('test_accuracy') or 0:.4f} ({shown})")
+    print(f"results in {out} (results.csv, best.yaml, report.html)")
+    return 0
 
 def _fresh_run_dir(name: str) -> Path:
     """``runs/NAME``, or ``runs/NAME-2``, ``-3`` ... so an earlier run is never overwritten."""

@@ -27,7 +27,6 @@ from .._checks import choice, number
 from ..errors import UserError
 from .regularizers import (
     FRACTIONAL_POOL_MODES,
-    DropConnectConv2d,
     DropConnectLinear,
     FractionalMaxPool2d,
 )
@@ -124,17 +123,20 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
       (+ BN if ``batch_norm=True``) + ReLU, then a 2x2 max-pool while the image is at least
       2x2; ``channels=(32, 64, 128)``, one per stage; global average pool, ``dropout=0.0``.
       ``channel_dropout=0.0``: ``nn.Dropout2d`` at the end of each stage (after its pool);
-      ``drop_connect=0.0``: the convs become :class:`~gradwise.nn.DropConnectConv2d`;
-      ``fractional_pool=None``: a ratio in ``(1, 2]`` turns the 2x2 max-pools into
-      :class:`~gradwise.nn.FractionalMaxPool2d` (``fractional_pool_mode="pseudo_random"`` or
-      ``"random"``), again while the image is at least 2x2.
+      ``drop_connect=0.0``: the head becomes a :class:`~gradwise.nn.DropConnectLinear`
+      (as in Wan et al.; masked convs followed by batch norm train badly: the running
+      statistics see the masked weights' extra variance, the eval pass does not);
+      ``fractional_pool=None``: a ratio ``r`` in ``(1, 2]`` replaces each 2x2 max-pool by
+      ``round(log 2 / log r)`` :class:`~gradwise.nn.FractionalMaxPool2d` layers (two at
+      ``sqrt(2)``), so the image shrinks about as much as with max-pooling
+      (``fractional_pool_mode="pseudo_random"`` or ``"random"``), while it is at least 2x2.
     - ``resnet`` (images): 3x3 stem, stages of ``blocks_per_stage=2`` :class:`BasicBlock`
       with ``widths=(32, 64, 128)``, stride 2 between stages; global average pool,
       ``dropout=0.0``. ``stochastic_depth=0.0``: the drop probability of the last block, block
       ``l`` of ``L`` gets ``l / L * stochastic_depth`` (linear decay); ``batch_norm=True``
       (``False``: no BN anywhere, the convs get biases); ``fractional_pool=None``: a ratio in
-      ``(1, 2]`` puts a :class:`~gradwise.nn.FractionalMaxPool2d` between stages instead of
-      the stride 2 (``fractional_pool_mode`` as for ``convnet``).
+      ``(1, 2]`` puts fractional max-pools between stages instead of the stride 2, as many as
+      for ``convnet`` (``fractional_pool_mode`` as for ``convnet``).
     - ``cnn1d`` (sequences): one Conv1d (odd ``kernel_size=5``, same padding) + BN
       (``batch_norm=True``) + ReLU per entry of ``channels=(32, 64, 128)``, a max-pool by 2
       between stages while the length is at least 4 (``pool=True``); global average pool,
@@ -208,9 +210,7 @@ def _convnet(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64
     layers: list[nn.Module] = []
     for out in channels:
         for _ in range(convs_per_stage):
-            conv = (DropConnectConv2d(in_channels, out, 3, padding=1, bias=not batch_norm,
-                                      p=drop_connect) if drop_connect
-                    else nn.Conv2d(in_channels, out, 3, padding=1, bias=not batch_norm))
+            conv = nn.Conv2d(in_channels, out, 3, padding=1, bias=not batch_norm)
             layers += _unit(conv, nn.BatchNorm2d(out) if batch_norm else None)
             in_channels = out
         if min(height, width) >= 2:
@@ -218,13 +218,13 @@ def _convnet(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64
                 layers.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2
             else:
-                pool = FractionalMaxPool2d(fractional_pool, fractional_pool_mode)
-                layers.append(pool)
-                height, width = pool.output_size(height), pool.output_size(width)
+                pools, height, width = _fractional_pools(fractional_pool, fractional_pool_mode,
+                                                         height, width)
+                layers += pools
         if channel_dropout:
             layers.append(nn.Dropout2d(channel_dropout))
     layers += _pool_and_dropout(nn.AdaptiveAvgPool2d(1), dropout)
-    return Classifier(nn.Sequential(*layers), nn.Linear(in_channels, num_classes))
+    return Classifier(nn.Sequential(*layers), _head(in_channels, num_classes, drop_connect))
 
 
 def _resnet(input_shape: tuple[int, ...], num_classes: int, *, widths=(32, 64, 128),
@@ -245,10 +245,13 @@ def _resnet(input_shape: tuple[int, ...], num_classes: int, *, widths=(32, 64, 1
     layers = _unit(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm),
                    nn.BatchNorm2d(widths[0]) if batch_norm else None)
     in_channels = widths[0]
+    height, width = input_shape[1:]
     total_blocks = len(widths) * blocks_per_stage
     for stage, out in enumerate(widths):
         if stage > 0 and fractional_pool is not None:
-            layers.append(FractionalMaxPool2d(fractional_pool, fractional_pool_mode))
+            pools, height, width = _fractional_pools(fractional_pool, fractional_pool_mode,
+                                                     height, width)
+            layers += pools
         for block in range(blocks_per_stage):
             first_downsampling = stage > 0 and block == 0 and fractional_pool is None
             depth = stage * blocks_per_stage + block + 1  # 1-based
@@ -297,6 +300,27 @@ def _cnn1d(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64, 
 
 _BUILDERS = {"mlp": _mlp, "convnet": _convnet, "resnet": _resnet, "cnn1d": _cnn1d}
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def _head(width: int, num_classes: int, drop_connect: float) -> nn.Linear:
+    """The linear head, a DropConnectLinear where ``drop_connect > 0``."""
+    if drop_connect:
+        return DropConnectLinear(width, num_classes, p=drop_connect)
+    return nn.Linear(width, num_classes)
+
+
+def _fractional_pools(ratio: float, mode: str, height: int,
+                      width: int) -> tuple[list[nn.Module], int, int]:
+    """The fractional max-pools that stand in for one 2x2 max-pool: ``round(log 2 / log r)``
+    of them (each only while the image is at least 2x2), and the image size after them."""
+    pools: list[nn.Module] = []
+    for _ in range(max(1, round(math.log(2) / math.log(ratio)))):
+        if min(height, width) < 2:
+            break
+        pool = FractionalMaxPool2d(ratio, mode)
+        pools.append(pool)
+        height, width = pool.output_size(height), pool.output_size(width)
+    return pools, height, width
 
 
 def _from_python(spec: str, input_shape: tuple[int, ...], num_classes: int,

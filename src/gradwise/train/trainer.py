@@ -103,6 +103,7 @@ class Trainer:
         self.initial_loss: float | None = None
         self.best = {"val_accuracy": -1.0, "epoch": 0}
         self.stop_reason: str | None = None
+        self.diverged = False  # stopped by the divergence rule (not by a callback's stop())
         self.records: list[dict] = []  # what metrics.jsonl holds, for the diagnosis
         self.diagnosis: dict | None = None
         self.sinks = list(sinks)
@@ -280,7 +281,13 @@ class Trainer:
         elif loss > factor * self.initial_loss:
             self.stop_reason = (f"loss {loss:.4g} exceeded {factor:g} x the initial loss "
                                 f"{self.initial_loss:.4g} at step {self.step}")
-        return self.stop_reason is not None
+        self.diverged = self.stop_reason is not None
+        return self.diverged
+
+    def stop(self, reason: str) -> None:
+        """Stop after the current epoch (for callbacks: early stopping, a pruned search
+        trial); the reason lands in the summary's ``stop_reason``."""
+        self.stop_reason = reason
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -313,7 +320,7 @@ class Trainer:
         """Tell the user, once per change, when the curves start to look wrong. Mid-run,
         'underfitting' is left out: low accuracy is expected before training ends."""
         previous = self.diagnosis["label"] if self.diagnosis else "healthy"
-        self.diagnosis = diagnose(self.records, stop_reason=self.stop_reason)
+        self.diagnosis = diagnose(self.records, stop_reason=self._divergence())
         label = self.diagnosis["label"]
         if (label not in (previous, "healthy", "underfitting") and self.epoch >= 2
                 and not self.quiet):
@@ -361,7 +368,7 @@ class Trainer:
         train_loss, train_acc = self.evaluate(self.data.x_train, self.data.y_train)
         val_loss, val_acc = self._last_val or self.evaluate(self.data.x_val, self.data.y_val)
         test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
-        self.diagnosis = diagnose(self.records, stop_reason=self.stop_reason,
+        self.diagnosis = diagnose(self.records, stop_reason=self._divergence(),
                                   train_accuracy=train_acc, val_accuracy=val_acc)
         summary = {
             "train_loss": train_loss, "train_accuracy": train_acc,
@@ -386,6 +393,9 @@ class Trainer:
         if self.stop_reason and not self.quiet:
             self.progress.message(f"stopped early: {self.stop_reason}")
         return summary
+
+    def _divergence(self) -> str | None:
+        return self.stop_reason if self.diverged else None
 
     def _write_report(self) -> None:
         """report.html is derived from the files above; failing to write it loses nothing."""
