@@ -6,6 +6,7 @@
     gradwise lr-find CONFIG.yaml         the learning-rate range test
     gradwise report RUN_DIR              rebuild RUN_DIR/report.html
     gradwise compare RUN_DIR... --out FILE.html
+    gradwise search CONFIG.yaml [--workers N] [--storage URL] [--resume]
     gradwise lab [--surface S] [--optimizers A,B] [--set opt.hyper=V] | --gallery | --serve
 
 A user's mistake (a bad key or value, a missing file, bad data) prints one message and exits

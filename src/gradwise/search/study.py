@@ -406,9 +406,10 @@ class Search:
                     return
                 trial.report(value, record["epoch"])
                 if settings.pruner != "none" and trial.should_prune():
-                    trainer.stop_reason = (f"pruned after epoch {record['epoch']}: {metric} "
-                                           f"{value:.4g} behind the other trials")
-                    pruned.append(trainer.stop_reason)
+                    reason = (f"pruned after epoch {record['epoch']}: {metric} {value:.4g} "
+                              "behind the other trials")
+                    trainer.stop(reason)
+                    pruned.append(reason)
 
             start = time.perf_counter()
             summary = Trainer(config, out=None, quiet=True, callbacks=[report]).fit()
