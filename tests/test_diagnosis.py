@@ -103,6 +103,8 @@ def test_rules_on_synthetic_curves():
     decaying = [0.1 * 0.5 ** i for i in range(n)]
     assert label(_epochs(flat, [0.6] * n, [0.6] * n, decaying)) == "underfitting"
     assert label([], stop_reason="loss became nan at step 3") == "diverging"
+    # near zero, a 1.7x rise gives back nothing of the fall from 2.3: noise, not divergence
+    assert label(_epochs([0.5, 0.01, 0.0008, 0.0013], [1.0] * 4, [0.985] * 4)) == "healthy"
 
 
 def test_plateau_names_the_epoch_where_the_curve_flattened():

@@ -81,3 +81,14 @@ def test_a_badly_scaled_head_warns_about_the_initial_loss():
     assert any(w.startswith("initial loss") for w in summary["warnings"])
     healthy = Trainer(DIGITS, out=None, quiet=True).fit()
     assert not any(w.startswith("initial loss") for w in healthy["warnings"])
+
+
+def test_a_schedule_annealing_the_lr_to_zero_raises_no_update_ratio_warning():
+    config = {**DIGITS, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+              "schedule": {"name": "cosine", "warmup_epochs": 0.5},
+              "train": {**DIGITS["train"], "epochs": 2}}
+    trainer = Trainer(config, out=None, quiet=True)
+    summary = trainer.fit()
+    ratios = [r["monitor"]["update_ratio"]["head.weight"] for r in _monitor_records(trainer)]
+    assert min(ratios) < 1e-5  # the first warmup step and the last annealed steps
+    assert summary["warnings"] == []

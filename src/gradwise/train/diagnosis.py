@@ -6,7 +6,9 @@ The lecture's babysitting rules, checked in this order (the first that matches w
 label           fires when (thresholds are the module constants)
 ==============  ===================================================================================
 diverging       the run was stopped (loss NaN or above 3x the initial loss), or the epoch train
-                loss ended above ``RISE`` (1.5) x its minimum: the loss went down, then back up
+                loss ended above ``RISE`` (1.5) x its minimum and gave back at least
+                ``GIVE_BACK`` (10%) of its fall from the first loss: it went down, then up
+                (near zero, 0.0008 -> 0.0013 is noise, not divergence)
 not-learning    the final epoch train loss is above ``STALL`` (0.9) x the first step's loss
 overfitting     final train accuracy - val accuracy > ``GAP`` (0.05, eval mode for both), and
                 the gap is at least ``GAP_SHARE`` (1/3) of the val error: closing it would
@@ -26,6 +28,7 @@ when given (the epoch records' train accuracy is a running mean with dropout and
 from __future__ import annotations
 
 RISE = 1.5
+GIVE_BACK = 0.1
 STALL = 0.9
 GAP = 0.05
 GAP_SHARE = 1 / 3
@@ -64,7 +67,8 @@ def diagnose(records: list[dict], *, stop_reason: str | None = None,
     base = {"initial_loss": initial, "final_train_loss": final,
             "train_accuracy": train_accuracy, "val_accuracy": val_accuracy, "gap": gap}
 
-    if final > RISE * lowest and losses.index(lowest) < len(losses) - 1:
+    if (final > RISE * lowest and final - lowest > GIVE_BACK * (initial - lowest)
+            and losses.index(lowest) < len(losses) - 1):
         epoch = losses.index(lowest) + 1
         return _result("diverging", f"the train loss fell to {lowest:.3g} at epoch {epoch}, "
                        f"then rose to {final:.3g}", _DIVERGING_ADVICE,

@@ -6,7 +6,9 @@
   move it by far less than that).
 - **Update/weight ratio.** ``||w_after - w_before|| / ||w_before||`` per weight tensor, the
   rule of thumb being about ``1e-3``. A median over the layers below ``1e-5`` says the learning
-  rate is far too low; above ``1e-1``, far too high.
+  rate is far too low; above ``1e-1``, far too high. Judged only while the schedule keeps the
+  learning rate at ``MIN_LR_FRACTION`` (10%) or more of its base value: during a warmup or at
+  the end of a decay a tiny ratio is the schedule's doing, not a mistake.
 - **Gradient norms** per weight tensor, and the total norm in the step records.
 - **Dead ReLUs.** Per ``nn.ReLU`` module, the fraction of units (features, or channels of a
   conv map) that output zero for every sample of the batch. Above half is worth a warning.
@@ -25,6 +27,7 @@ from torch import nn
 INITIAL_LOSS_BAND = (0.7, 1.3)   # x ln(C)
 UPDATE_RATIO_BAND = (1e-5, 1e-1)  # median over layers; the rule of thumb is ~1e-3
 DEAD_RELU_WARNING = 0.5
+MIN_LR_FRACTION = 0.1
 
 
 class Monitor:
@@ -36,7 +39,7 @@ class Monitor:
         ... forward, backward ...
         monitor.before_update()              # before optimizer.step()
         ... optimizer.step() ...
-        record = monitor.end()               # a dict for metrics.jsonl, or None
+        record = monitor.end(lr_fraction)    # a dict for metrics.jsonl, or None
 
     Gradient norms are read at ``end`` (after clipping, if any).
     """
@@ -77,8 +80,9 @@ class Monitor:
         if self._active:
             self._before = {name: p.detach().clone() for name, p in self._weights.items()}
 
-    def end(self) -> dict | None:
-        """The monitor record of this step (``None`` if it was not a monitor step)."""
+    def end(self, lr_fraction: float = 1.0) -> dict | None:
+        """The monitor record of this step (``None`` if it was not a monitor step);
+        ``lr_fraction``: the step's learning rate over its base value (the schedule's factor)."""
         if not self._active:
             return None
         self._active = False
@@ -91,12 +95,14 @@ class Monitor:
             if scale > 0:
                 ratios[name] = float((self._weights[name].detach() - before).norm()) / scale
         self._before = {}
-        self._check(ratios)
+        self._check(ratios if lr_fraction >= MIN_LR_FRACTION else {})
         return {"update_ratio": ratios, "grad_norm": grad_norms, "dead_relu": self._dead}
 
     def _check(self, ratios: dict[str, float]) -> None:
         if ratios:
-            median = sorted(ratios.values())[len(ratios) // 2]
+            # the lower median: with few layers, the head (initialised near zero on purpose,
+            # so its first updates are large next to it) must not decide alone
+            median = sorted(ratios.values())[(len(ratios) - 1) // 2]
             low, high = UPDATE_RATIO_BAND
             if not low <= median <= high:
                 side, verdict = ("below", "too low") if median < low else ("above", "too high")

@@ -190,6 +190,7 @@ class Trainer:
             elif logging:
                 grad_norm = _grad_norm(self.model)
             self.monitor.before_update()
+            lr_used = self.scheduler.lr()[0]
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
@@ -201,7 +202,7 @@ class Trainer:
                 value = float(loss.detach())
                 self._log({"step": self.step, "epoch": self.epoch + 1, "loss": value,
                            "lr": self.scheduler.lr()[0], "grad_norm": float(grad_norm)})
-            self._log_monitor()
+            self._log_monitor(lr_used)
             if logging:
                 if self._diverged(value):
                     break
@@ -227,13 +228,14 @@ class Trainer:
 
         self.monitor.begin(self.step + 1)
         self.monitor.before_update()
+        lr_used = self.scheduler.lr()[0]
         self.optimizer.step(closure)
         self.scheduler.step()
         self.step += 1
         loss, acc = self.evaluate(data.x_train, data.y_train)
         self._log({"step": self.step, "epoch": self.epoch + 1, "loss": loss,
                    "lr": self.scheduler.lr()[0], "grad_norm": _grad_norm(self.model)})
-        self._log_monitor()
+        self._log_monitor(lr_used)
         self._diverged(loss)
         return loss, acc
 
@@ -248,8 +250,9 @@ class Trainer:
             return loss + weight_penalty(self.model, l1=reg.l1, l2=reg.l2)
         return loss
 
-    def _log_monitor(self) -> None:
-        record = self.monitor.end()
+    def _log_monitor(self, lr_used: float) -> None:
+        base = self.scheduler.base_lrs[0]
+        record = self.monitor.end(lr_used / base if base > 0 else 1.0)
         if record is not None:
             self._log({"step": self.step, "epoch": self.epoch + 1, "monitor": record})
 
