@@ -145,6 +145,9 @@ def test_the_example_search_config_is_valid():
     assert [(s.name, s.trials, s.epochs) for s in spec.settings.stages] == [
         ("coarse", 16, 3), ("fine", 6, 12)]
     assert spec.space["optimizer.lr"].log
+    large = load_search(ROOT / "examples" / "search-mnist1d-large.yaml")
+    assert [(s.name, s.trials, s.epochs) for s in large.settings.stages] == [
+        ("coarse", 12, 6), ("fine", 4, 60)]
 
 
 # -- narrowing and grids (hand-checked arithmetic) --------------------------------------------
