@@ -16,19 +16,15 @@ so the times are the search machinery alone:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import optuna
 
-import optuna  # noqa: E402
-
-import gradwise.train  # noqa: E402
-from gradwise.search import Search, load_search  # noqa: E402
-from gradwise.search.report import write_outputs  # noqa: E402
+import gradwise.train
+from gradwise.search import Search, load_search
+from gradwise.search.report import write_outputs
 
 SPACE = {"optimizer.lr": "loguniform(1e-4, 1e-1)",
          "optimizer.weight_decay": "loguniform(1e-5, 1e-1)",

@@ -25,23 +25,21 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from gradwise import _io  # noqa: E402
-from gradwise.config import read_yaml  # noqa: E402
-from gradwise.report import plots  # noqa: E402
-from gradwise.search import Search, load_search  # noqa: E402
-from gradwise.search.report import (  # noqa: E402
+from gradwise import _io
+from gradwise.config import read_yaml
+from gradwise.report import plots
+from gradwise.search import Search, load_search
+from gradwise.search.report import (
     attr,
     collect,
     history_figure,
     narrowing_figure,
     scatter_figure,
 )
-from gradwise.search.study import with_settings  # noqa: E402
-from gradwise.train import Trainer  # noqa: E402
+from gradwise.search.study import with_settings
+from gradwise.train import Trainer
 
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "search-mnist1d.yaml"
 
 

@@ -44,6 +44,22 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def write_output(path: Path, data: bytes | str, example: str) -> Path:
+    """Write a file the user named (a report, a plot), atomically. A folder in its place or an
+    OS error (no permission, a file where a folder should be) is a UserError naming the path;
+    ``example`` is a file name that would do (``compare.html``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {str(path)!r}: it is a directory; expected a file path "
+                        f"such as {example}")
+    try:
+        write_bytes(path, data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).splitlines()[0][:200]
+        raise UserError(f"cannot write {str(path)!r}: {reason}") from None
+    return path
+
+
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 

@@ -150,10 +150,11 @@ def render(surface: Surface, runs: list[Run], frames: int = 40, title: str | Non
 
 
 def write_files(out: Path, files: dict[str, bytes]) -> None:
-    """Write each file atomically (a temporary file, then a rename)."""
+    """Write each file atomically (a temporary file, then a rename); a path in the way is a
+    UserError naming it."""
     out = Path(out)
     for name, data in files.items():
-        _io.write_bytes(out / name, data)
+        _io.write_output(out / name, data, example=Path(name).name)
 
 
 # -- parsing what the command line gives ------------------------------------------------------

@@ -126,16 +126,6 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _write(path: Path, text: str) -> None:
-    if path.is_dir():
-        raise UserError(f"cannot write {str(path)!r}: it is a directory; expected a file path "
-                        "such as compare.html")
-    try:
-        _io.write_text(path, text)
-    except OSError as exc:
-        raise UserError(f"cannot write {str(path)!r}: {_reason(exc)}") from None
-
-
 # -- formatting -------------------------------------------------------------------------------
 
 def _num(value) -> float:
@@ -289,7 +279,7 @@ def build_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report.html``, one self-contained page about the run; returns its path."""
     run = load_run(run_dir)
     out = run.path / "report.html"
-    _write(out, render_report(run))
+    _io.write_output(out, render_report(run), example="report.html")
     return out
 
 
@@ -505,7 +495,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     runs = [load_run(d) for d in dirs]
     labels = unique_labels(dirs)
     colors = plots.categorical_colors(len(runs))
-    _write(out, render_comparison(runs, labels, colors))
+    _io.write_output(out, render_comparison(runs, labels, colors), example="compare.html")
     return out
 
 

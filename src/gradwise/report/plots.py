@@ -58,17 +58,7 @@ def figure_data_uri(fig: Figure, dpi: int = DPI) -> str:
 
 def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write the figure as a PNG file, atomically (its folder is created); returns the path."""
-    path = Path(path)
-    data = png_bytes(fig, dpi)
-    if path.is_dir():
-        raise UserError(f"cannot write the figure to {str(path)!r}: it is a directory; "
-                        "expected a file path such as plot.png")
-    try:
-        _io.write_bytes(path, data)
-    except OSError as exc:
-        raise UserError(f"cannot write the figure to {str(path)!r}: "
-                        f"{exc.strerror or exc}") from None
-    return path
+    return _io.write_output(Path(path), png_bytes(fig, dpi), example="plot.png")
 
 
 # -- helpers ----------------------------------------------------------------------------------

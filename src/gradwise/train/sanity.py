@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .. import _checks
 from ..config import Config, load_config
 from .monitor import INITIAL_LOSS_BAND
 
@@ -28,7 +29,6 @@ def sanity_check(config: Config | dict | str | Path, *, size: int = 20,
     "expected_initial_loss", "size"}``; passed means 100% train accuracy and a loss below
     ``LOW_LOSS`` (0.05).
     """
-    from .. import _checks
     from .trainer import Trainer
 
     size = _checks.integer("size", size, 1)
