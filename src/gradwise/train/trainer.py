@@ -177,7 +177,7 @@ class Trainer:
             target = y
             if self.augment:
                 x, target = self.augment(x, y, augment_rng)
-            self.monitor.begin(self.step + 1)
+            measuring = self.monitor.begin(self.step + 1)
             with self._autocast():
                 logits = self.model(self._layout(x))
             loss = self._loss(logits, target)
@@ -190,7 +190,7 @@ class Trainer:
             elif logging:
                 grad_norm = _grad_norm(self.model)
             self.monitor.before_update()
-            lr_used = self.scheduler.lr()[0]
+            lr_used = self.scheduler.lr()[0] if measuring else None
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
@@ -250,7 +250,11 @@ class Trainer:
             return loss + weight_penalty(self.model, l1=reg.l1, l2=reg.l2)
         return loss
 
-    def _log_monitor(self, lr_used: float) -> None:
+    def _log_monitor(self, lr_used: float | None) -> None:
+        """Log the monitor record of this step, if it was a monitor step (``lr_used``: the
+        learning rate the step used, read only on monitor steps)."""
+        if lr_used is None:
+            return
         base = self.scheduler.base_lrs[0]
         record = self.monitor.end(lr_used / base if base > 0 else 1.0)
         if record is not None:
