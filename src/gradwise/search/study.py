@@ -12,7 +12,8 @@ How workers share a stage through the storage (a local SQLite file, or PostgreSQ
   is told FAIL with the user attribute ``surplus`` and ignored, so workers never overshoot;
 * a running trial sends a heartbeat every ``search.heartbeat`` seconds; one silent for
   ``search.grace`` seconds belongs to a dead worker: the first live worker to notice marks it
-  FAIL and enqueues its params again (user attribute ``retry_of``), which the next ``ask`` pops;
+  FAIL and enqueues its params again (user attribute ``retry_of``), which the next ``ask`` pops
+  (one killed before it drew its params re-runs with a fresh draw);
 * a stage is over when ``trials`` trials have finished (COMPLETE or PRUNED) and none is
   running or waiting.
 
