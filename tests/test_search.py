@@ -31,7 +31,7 @@ from gradwise.search import (
     narrow_space,
     parse_space,
 )
-from gradwise.search.study import with_settings
+from gradwise.search.study import grid_points, with_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -278,6 +278,35 @@ def test_grid_search_of_the_same_budget_tries_fewer_distinct_values(tmp_path):
     assert len({r["optimizer.lr"] for r in rand}) == 4  # random: a new lr every trial
     assert sorted({float(r["optimizer.lr"]) for r in grid}) == pytest.approx(
         [1e-3 * 100 ** 0.25, 1e-3 * 100 ** 0.75])
+
+
+def test_a_grid_point_enqueued_twice_runs_once(tmp_path):
+    """Two workers starting together may both enqueue a grid point: the later copy is dropped
+    when asked (``surplus``), and a fresh trial in a grid stage never runs."""
+    import optuna
+
+    config = search_config(stages=[{"name": "only", "trials": 4, "epochs": 1}], sampler="grid")
+    config["space"] = {"optimizer.lr": "loguniform(1e-3, 1e-1)",
+                       "model.dropout": "uniform(0.0, 0.5)"}
+    search = Search(load_search(config), tmp_path / "out", quiet=True)
+    search.open()
+    study = search.stage_study(0)
+    points = grid_points(search.spec.space, 4, seed=0)
+    # the first worker enqueues points 0, 1; the second all four; the first goes on with 2, 3
+    for i in (0, 1, 0, 1, 2, 3, 2, 3):
+        study.enqueue_trial(points[i], user_attrs={"grid_point": i})
+    search.run()
+    trials = optuna.load_study(study_name="tiny:only",
+                               storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}").get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["grid_point"] for t in complete) == [0, 1, 2, 3]
+    assert sorted(tuple(sorted(t.params.items())) for t in complete) == sorted(
+        tuple(sorted(p.items())) for p in points)
+    surplus = [t for t in trials if t.user_attrs.get("surplus")]
+    assert sorted(t.user_attrs["grid_point"] for t in surplus) == [0, 1, 2, 3]
+    first = {t.user_attrs["grid_point"]: t.number for t in complete}
+    assert all(t.number > first[t.user_attrs["grid_point"]] for t in surplus)  # later copies
+    assert len(rows(tmp_path / "out" / "results.csv")) == 4
 
 
 def test_same_seed_draws_the_same_trials(tmp_path):

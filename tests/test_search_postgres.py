@@ -124,3 +124,20 @@ def test_killed_worker_loses_and_duplicates_no_trial(postgres, tmp_path):
     for out in ("a", "b"):  # both commands wrote the same table
         table = rows(tmp_path / out / "results.csv")
         assert sum(r["state"] == "COMPLETE" for r in table) == planned
+
+
+def test_two_workers_run_each_grid_point_once(postgres, tmp_path):
+    """Both commands start together and both enqueue the grid; each point still runs once."""
+    storage = postgres()
+    config = slow_search_config(4)
+    config["search"]["sampler"] = "grid"
+    path = write(tmp_path / "s.yaml", config)
+    procs = [start_search(path, "--out", tmp_path / name, "--storage", storage)
+             for name in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=150)
+        assert proc.returncode == 0, err
+    trials = trials_of(storage, "tiny:only")
+    assert_every_trial_once(trials, 4, [])
+    assert sorted(t.user_attrs["grid_point"] for t in trials) == [0, 1, 2, 3]
+    assert len({t.user_attrs["result"]["worker"] for t in trials}) == 2

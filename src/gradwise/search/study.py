@@ -10,6 +10,9 @@ How workers share a stage through the storage (a local SQLite file, or PostgreSQ
 * a worker asks Optuna for a trial; a *fresh* trial holds a slot only if fewer than ``trials``
   live trials (running, waiting or finished, not failed) have a smaller trial id; otherwise it
   is told FAIL with the user attribute ``surplus`` and ignored, so workers never overshoot;
+* a grid stage enqueues its points as waiting trials (user attribute ``grid_point``); workers
+  that start together may enqueue a point twice, and the copy with the larger trial id is
+  told FAIL as ``surplus`` when asked, so each point runs once;
 * a running trial sends a heartbeat every ``search.heartbeat`` seconds; one silent for
   ``search.grace`` seconds belongs to a dead worker: the first live worker to notice marks it
   FAIL and enqueues its params again (user attribute ``retry_of``), which the next ``ask`` pops
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import os
+import random
 import sys
 import threading
 import time
@@ -354,10 +359,10 @@ class Search:
         target = plan["trials"]
         space = Space.from_json(plan["space"])
         study.pruner = _pruner(self.spec.settings.pruner)
-        grid = _grid_sampler(self.spec.settings, space, target) \
-            if self.spec.settings.sampler == "grid" else None
-        if grid is not None:
-            study.sampler = grid
+        grid = self.spec.settings.sampler == "grid"
+        if grid:
+            _enqueue_grid(study, grid_points(space, target, self.spec.settings.seed))
+            study.sampler = _sampler(self.spec.settings, index, 0, target)  # draws nothing
         while True:
             fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
@@ -368,23 +373,18 @@ class Search:
             waiting = [t for t in live if t.state == TrialState.WAITING]
             if len(finished) >= target and not busy:
                 return
-            if not waiting and len(live) >= target:
+            if not waiting and (grid or len(live) >= target):
                 time.sleep(POLL_SECONDS)   # the other workers' trials are running
                 continue
             trial = study.ask()
             self.storage.record_heartbeat(trial._trial_id)
-            if "retry_of" not in trial.user_attrs and not self._has_slot(study, trial, target):
+            if "retry_of" not in trial.user_attrs and not _has_slot(study, trial, target, grid):
                 trial.set_user_attr("surplus", True)
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-            if grid is None:
+            if not grid:
                 study.sampler = _sampler(self.spec.settings, index, trial.number, target)
             self._run_trial(study, trial, index, space, plan, worker)
-
-    def _has_slot(self, study, trial, target: int) -> bool:
-        before = [t for t in study.get_trials(deepcopy=False)
-                  if t._trial_id < trial._trial_id and _holds_slot(t)]
-        return len(before) < target
 
     def _run_trial(self, study, trial, index: int, space: Space, plan: dict,
                    worker: int) -> None:
@@ -505,6 +505,41 @@ def grid_values(space: Space, trials: int) -> dict[str, list]:
 
 # -- pieces -----------------------------------------------------------------------------------
 
+def grid_points(space: Space, trials: int, seed: int) -> list[dict]:
+    """The first ``trials`` points of the stage's grid (:func:`grid_values`, as Optuna stores
+    them), in an order shuffled by ``seed``.
+
+    >>> from gradwise.search.space import parse_space
+    >>> grid_points(parse_space({"lr": "loguniform(1e-4, 1)"}), 2, seed=0)
+    [{'lr': 0.001}, {'lr': 0.1}]
+    """
+    values = grid_values(space, trials)
+    points = [dict(zip(values, combo, strict=True))
+              for combo in itertools.product(*values.values())]
+    random.Random(seed).shuffle(points)
+    return points[:trials]
+
+
+def _enqueue_grid(study, points: list[dict]) -> None:
+    """Enqueue each grid point that no trial of the study holds yet."""
+    held = {t.user_attrs.get("grid_point") for t in study.get_trials(deepcopy=False)}
+    for i, params in enumerate(points):
+        if i not in held:
+            study.enqueue_trial(params, user_attrs={"grid_point": i})
+
+
+def _has_slot(study, trial, target: int, grid: bool) -> bool:
+    """Whether a fresh ``trial`` may run: fewer than ``target`` live trials have a smaller id;
+    in a grid stage, it holds a grid point that no unsurplus trial with a smaller id holds."""
+    earlier = [t for t in study.get_trials(deepcopy=False)
+               if t._trial_id < trial._trial_id and not t.user_attrs.get("surplus")]
+    if grid:
+        point = trial.user_attrs.get("grid_point")
+        return point is not None and all(t.user_attrs.get("grid_point") != point
+                                         for t in earlier)
+    return sum(map(_holds_slot, earlier)) < target
+
+
 def _holds_slot(trial) -> bool:
     from optuna.trial import TrialState
 
@@ -553,19 +588,6 @@ def _sampler(settings: Settings, stage: int, number: int, target: int):
         return optuna.samplers.TPESampler(seed=seed,
                                           n_startup_trials=max(2, min(10, target // 3)))
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _grid_sampler(settings: Settings, space: Space, target: int):
-    import optuna
-
-    class Grid(optuna.samplers.GridSampler):
-        """Optuna's grid without its ``study.stop()`` once the grid is used up (which needs
-        ``Study.optimize``); the stage loop counts its trials itself."""
-
-        def after_trial(self, study, trial, state, values) -> None:
-            pass
-
-    return Grid(grid_values(space, target), seed=settings.seed)
 
 
 def _pruner(name: str):
