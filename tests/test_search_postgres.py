@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 
@@ -129,8 +130,9 @@ def test_killed_worker_loses_and_duplicates_no_trial(postgres, tmp_path):
 def test_two_workers_run_each_grid_point_once(postgres, tmp_path):
     """Both commands start together and both enqueue the grid; each point still runs once."""
     storage = postgres()
-    config = slow_search_config(4)
+    config = slow_search_config(6)
     config["search"]["sampler"] = "grid"
+    config["space"] = {"optimizer.lr": "loguniform(1e-3, 1e-1)"}  # 6 points
     path = write(tmp_path / "s.yaml", config)
     procs = [start_search(path, "--out", tmp_path / name, "--storage", storage)
              for name in ("a", "b")]
@@ -138,6 +140,19 @@ def test_two_workers_run_each_grid_point_once(postgres, tmp_path):
         _, err = proc.communicate(timeout=150)
         assert proc.returncode == 0, err
     trials = trials_of(storage, "tiny:only")
-    assert_every_trial_once(trials, 4, [])
-    assert sorted(t.user_attrs["grid_point"] for t in trials) == [0, 1, 2, 3]
+    assert_every_trial_once(trials, 6, [])
+    assert sorted(t.user_attrs["grid_point"] for t in trials) == list(range(6))
     assert len({t.user_attrs["result"]["worker"] for t in trials}) == 2
+
+
+def test_workers_opening_an_empty_database_together_all_get_the_storage(postgres):
+    """The first workers on an empty database race to create Optuna's tables."""
+    storage = postgres()
+    code = ("import sys; from gradwise.search.stages import parse_settings; "
+            "from gradwise.search.study import open_storage; "
+            "open_storage(sys.argv[1], parse_settings({'stages': [{'trials': 1, 'epochs': 1}]}))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, storage], stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err

@@ -48,6 +48,7 @@ from .stages import Settings, Stage, narrow_space, parse_settings
 
 _PRIMITIVE = (str, int, float, bool, type(None))
 POLL_SECONDS = 0.5
+SCHEMA_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,17 @@ def open_storage(url: str, settings: Settings):
                 inspect.signature(optuna.storages.RDBStorage).parameters
                 else "failed_trial_callback")
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=settings.heartbeat,
-            grace_period=settings.grace, **{callback: _retry_stale})
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=settings.heartbeat,
+                    grace_period=settings.grace, **{callback: _retry_stale})
+            except Exception as exc:
+                # workers started together on an empty database race to create Optuna's
+                # tables; the loser sees a duplicate table or key and finds them next time
+                if attempt + 1 == SCHEMA_ATTEMPTS or not _schema_race(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except ImportError as exc:
         raise UserError(f"--storage {url.split('://')[0]}://...: a driver is missing ({exc}); "
                         "for PostgreSQL: pip install 'gradwise[postgres]'") from None
@@ -179,6 +188,13 @@ def open_storage(url: str, settings: Settings):
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise UserError(f"cannot open the storage {_redact(url)}: {type(exc).__name__}: "
                         f"{first}") from None
+
+
+def _schema_race(exc: Exception) -> bool:
+    from sqlalchemy import exc as sql
+
+    return (isinstance(exc, (sql.IntegrityError, sql.ProgrammingError))
+            or "already exists" in str(exc))
 
 
 def with_driver(url: str) -> str:
