@@ -51,6 +51,33 @@ def slow_mlp(input_shape, num_classes, delay=0.0):
     return Slow()
 
 
+GIVEN_UP: list[int] = []
+
+
+def given_up_mlp(input_shape, num_classes, storage: str = ""):
+    """A one-layer model whose first training forward (in this process) fails the running
+    trial and enqueues its re-run, as another worker does when the trial's heartbeat is late."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from gradwise.search.study import _retry_stale
+
+    class GivenUp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(math.prod(input_shape), num_classes)
+
+        def forward(self, x):
+            if self.training and not GIVEN_UP:
+                study = optuna.load_study(study_name="tiny:only", storage=storage)
+                (running,) = study.get_trials(states=(TrialState.RUNNING,))
+                study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+                _retry_stale(study, study._storage.get_trial(running._trial_id))
+                GIVEN_UP.append(running.number)
+            return self.linear(x.flatten(1))
+    return GivenUp()
+
+
 def search_config(**search) -> dict:
     """A tiny search on digits: an MLP on 300 examples, 1-epoch coarse, 2-epoch fine."""
     return {
@@ -320,6 +347,9 @@ def test_same_seed_draws_the_same_trials(tmp_path):
 
 # -- kill -9 and --resume ---------------------------------------------------------------------
 
+SLOW_KEYS = {"optimizer.lr", "optimizer.weight_decay"}
+
+
 def slow_search_config(trials: int) -> dict:
     """One stage of ``trials`` trials of ~1.5 s each (a model that sleeps in forward)."""
     config = search_config(stages=[{"name": "only", "trials": trials, "epochs": 2}])
@@ -328,6 +358,8 @@ def slow_search_config(trials: int) -> dict:
     config["train"] = {"batch_size": 50, "monitor_every": 0}
     config["space"] = {"optimizer.lr": "loguniform(1e-3, 1e-1)",
                        "optimizer.weight_decay": "loguniform(1e-5, 1e-1)"}
+    config["search"]["grace"] = 5  # a loaded machine may delay a live worker's heartbeat
+    assert set(config["space"]) == SLOW_KEYS
     return config
 
 
@@ -347,9 +379,11 @@ def trials_of(storage: str, name: str):
     return [t for t in study.get_trials() if not t.user_attrs.get("surplus")]
 
 
-def kill_mid_trial(proc: subprocess.Popen, storage: str, name: str, timeout: float = 60):
-    """Wait until the process has finished a trial and is running the next; kill -9 it;
-    return the number and params of the trial it was running."""
+def kill_mid_trial(proc: subprocess.Popen, storage: str, name: str, busy: int = 1,
+                   timeout: float = 60):
+    """Wait until a trial has finished and ``busy`` trials (one per live worker) are running
+    with all their params drawn, so that ``proc`` is inside one; kill -9 it; return the
+    trials that were running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -359,7 +393,7 @@ def kill_mid_trial(proc: subprocess.Popen, storage: str, name: str, timeout: flo
             trials = []
         done = [t for t in trials if t.state.name == "COMPLETE"]
         running = [t for t in trials if t.state.name == "RUNNING"]
-        if done and running and all(t.params for t in running):
+        if done and len(running) == busy and all(set(t.params) == SLOW_KEYS for t in running):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             # the trial it was running, as the storage saw it at the kill
@@ -419,6 +453,21 @@ def test_two_local_workers_share_one_stage(tmp_path):
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "tiny:only")
     assert_every_trial_once(trials, planned, [])
     assert len({t.user_attrs["result"]["worker"] for t in trials}) == 2
+
+
+def test_a_slow_worker_whose_trial_was_given_up_drops_it_and_goes_on(tmp_path):
+    out = tmp_path / "out"
+    config = search_config(stages=[{"name": "only", "trials": 2, "epochs": 2}])
+    config["model"] = {"name": "python:test_search:given_up_mlp",
+                       "storage": f"sqlite:///{out / 'study.db'}"}
+    config["space"] = {"optimizer.lr": "loguniform(1e-3, 1e-1)"}
+    GIVEN_UP.clear()
+    Search(load_search(config), out, quiet=True).run()
+    trials = trials_of(f"sqlite:///{out / 'study.db'}", "tiny:only")
+    (dead,) = [t for t in trials if t.state.name == "FAIL"]
+    assert GIVEN_UP == [dead.number] and "result" not in dead.user_attrs
+    assert_every_trial_once(trials, 2, [dead])
+    assert sum(r["state"] == "COMPLETE" for r in rows(out / "results.csv")) == 2
 
 
 def test_torch_threads_untouched_by_a_search_in_process(tmp_path):

@@ -16,7 +16,8 @@ How workers share a stage through the storage (a local SQLite file, or PostgreSQ
 * a running trial sends a heartbeat every ``search.heartbeat`` seconds; one silent for
   ``search.grace`` seconds belongs to a dead worker: the first live worker to notice marks it
   FAIL and enqueues its params again (user attribute ``retry_of``), which the next ``ask`` pops
-  (one killed before it drew its params re-runs with a fresh draw);
+  (one killed before it drew its params re-runs with a fresh draw); a worker that was only
+  slow finds its trial FAIL when it reports, drops its result and goes on;
 * a stage is over when ``trials`` trials have finished (COMPLETE or PRUNED) and none is
   running or waiting.
 
@@ -284,8 +285,9 @@ class Search:
             raise UserError(f"--resume: the storage holds no study {first!r}")
         if first in studies:
             import optuna
-            attrs = optuna.load_study(study_name=first, storage=self.storage).user_attrs
-            if attrs.get("gradwise", {}).get("fingerprint") != self.spec.fingerprint():
+            plan = optuna.load_study(study_name=first, storage=self.storage).user_attrs.get(
+                "gradwise")  # None: another worker created the study a moment ago
+            if plan is not None and plan["fingerprint"] != self.spec.fingerprint():
                 raise UserError(f"the study {first!r} in the storage was started from a "
                                 "different search config; use the same config, another "
                                 "name or another storage")
@@ -367,6 +369,7 @@ class Search:
             self.work()
 
     def _work_stage(self, index: int, worker: int) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.storages import fail_stale_trials
         from optuna.trial import TrialState
 
@@ -400,10 +403,15 @@ class Search:
                 continue
             if not grid:
                 study.sampler = _sampler(self.spec.settings, index, trial.number, target)
-            self._run_trial(study, trial, index, space, plan, worker)
+            try:
+                self._run_trial(study, trial, index, space, plan, worker)
+            except UpdateFinishedTrialError:
+                self._say(f"{plan['name']} trial {trial.number}: another worker gave it up "
+                          f"(no heartbeat for {self.spec.settings.grace} s); its re-run counts")
 
     def _run_trial(self, study, trial, index: int, space: Space, plan: dict,
                    worker: int) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         from ..train import Trainer
@@ -456,11 +464,13 @@ class Search:
         trial.set_user_attr("result", result)  # one attribute: one write to the storage
         value = summary[metric]
         if pruned:
-            frozen = study.tell(trial, state=TrialState.PRUNED)
+            frozen = study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         else:
             if not math.isfinite(value):
                 value = 0.0 if settings.direction == "maximize" else math.inf
-            frozen = study.tell(trial, value)
+            frozen = study.tell(trial, value, skip_if_finished=True)
+        if frozen.state == TrialState.FAIL:  # given up by another worker a moment ago
+            raise UpdateFinishedTrialError(f"trial {trial.number} is FAIL")
         done = sum(1 for t in study.get_trials(deepcopy=False)
                    if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
         shown = " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
