@@ -369,6 +369,7 @@ function setStatus(text, error) {
 
 async function run() {
   const mine = ++ticket;
+  cancelAnimationFrame(frame);  // the previous run's animation must not report "done" now
   const body = request();
   if (!body.optimizers.length) { setStatus("pick at least one optimizer", true); return; }
   setStatus("running...");
