@@ -336,6 +336,22 @@ def test_a_grid_point_enqueued_twice_runs_once(tmp_path):
     assert len(rows(tmp_path / "out" / "results.csv")) == 4
 
 
+def test_a_grid_trial_killed_before_drawing_reruns_its_grid_point(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from gradwise.search.study import _retry_stale
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.enqueue_trial({"lr": 0.01, "depth": 3}, user_attrs={"grid_point": 5})
+    trial = study.ask()           # the worker dies here, before any suggest_*
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    _retry_stale(study, study._storage.get_trial(trial._trial_id))
+    (again,) = study.get_trials(states=(TrialState.WAITING,))
+    assert again.system_attrs["fixed_params"] == {"lr": 0.01, "depth": 3}
+    assert again.user_attrs == {"retry_of": trial.number, "grid_point": 5}
+
+
 def test_same_seed_draws_the_same_trials(tmp_path):
     config = search_config(stages=[{"name": "only", "trials": 2, "epochs": 1}])
     for name in ("a", "b"):

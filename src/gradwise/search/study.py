@@ -228,7 +228,12 @@ def _retry_stale(study, trial) -> None:
     if trial.user_attrs.get("surplus"):
         return
     attrs = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
-    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    if "grid_point" in trial.user_attrs:
+        attrs["grid_point"] = trial.user_attrs["grid_point"]
+    # an enqueued trial (a grid point, a re-run) has all its params even if killed before
+    # drawing them
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    study.enqueue_trial(dict(params), user_attrs=attrs)
 
 
 def study_name(spec: SearchSpec, stage: Stage) -> str:
@@ -556,7 +561,7 @@ def _enqueue_grid(study, points: list[dict]) -> None:
 
 def _has_slot(study, trial, target: int, grid: bool) -> bool:
     """Whether a fresh ``trial`` may run: fewer than ``target`` live trials have a smaller id;
-    in a grid stage, it holds a grid point that no unsurplus trial with a smaller id holds."""
+    in a grid stage, it holds a grid point that no earlier trial (but a surplus one) holds."""
     earlier = [t for t in study.get_trials(deepcopy=False)
                if t._trial_id < trial._trial_id and not t.user_attrs.get("surplus")]
     if grid:
