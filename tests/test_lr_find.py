@@ -11,7 +11,7 @@ import torch
 
 from gradwise.errors import UserError
 from gradwise.train import Trainer, lr_find, lr_range_test, sanity_check
-from gradwise.train.lr_find import suggestions
+from gradwise.train.lr_find import _batches, suggestions
 
 DIGITS = {"data": "digits", "model": {"name": "mlp", "hidden": [64]},
           "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -43,6 +43,19 @@ def test_range_test_leaves_weights_and_optimizer_state_untouched():
     assert after["param_groups"] == opt_before["param_groups"]
     for key, state in after["state"].items():
         assert torch.equal(state["momentum_buffer"], opt_before["state"][key]["momentum_buffer"])
+
+
+def test_the_sweep_draws_the_batches_training_draws():
+    config = {**DIGITS, "augment": {"flip": {}}}
+    trainer = Trainer(config, out=None, quiet=True)
+    swept = _batches(trainer)
+    for epoch in (0, 1):  # a new order (and augmentation) each epoch, as in training
+        for x, _, target in trainer.epoch_batches(epoch):
+            sx, st = next(swept)
+            assert torch.equal(sx, x) and torch.equal(st, target)
+    first = [y for _, y, _ in trainer.epoch_batches(0)]
+    second = [y for _, y, _ in trainer.epoch_batches(1)]
+    assert not torch.equal(torch.cat(first), torch.cat(second))
 
 
 def test_lr_find_on_digits_suggests_an_lr_that_trains_as_well_as_a_grid():

@@ -19,6 +19,7 @@ the more conservative reading in our measurements (docs/diagnosis.md).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Iterator
@@ -164,20 +165,13 @@ def _disagreement(readings: dict) -> str | None:
 
 
 def _batches(trainer) -> Iterator:
-    """Minibatches of the training set, reshuffled each pass, forever (with augmentation)."""
-    data, epoch = trainer.data, 0
-    size = min(trainer.config.train.batch_size, len(data.y_train))
-    if trainer.full_batch:
-        size = len(data.y_train)
-    while True:
-        order = torch.randperm(len(data.y_train),
-                               generator=torch.Generator().manual_seed(trainer.config.seed + epoch))
-        rng = torch.Generator(trainer.device).manual_seed(trainer.config.seed + epoch)
-        for i in range(0, len(order) - size + 1, size):
-            idx = order[i:i + size].to(trainer.device)
-            x, y = data.x_train[idx], data.y_train[idx]
-            yield trainer.augment(x, y, rng) if trainer.augment else (x, y)
-        epoch += 1
+    """The Trainer's minibatches (with its augmentation), epoch after epoch, forever."""
+    for epoch in itertools.count():
+        if trainer.full_batch:
+            yield trainer.data.x_train, trainer.data.y_train
+        else:
+            for x, _, target in trainer.epoch_batches(epoch):
+                yield x, target
 
 
 def _loss_of(trainer) -> Callable:

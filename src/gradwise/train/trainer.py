@@ -26,13 +26,13 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .. import _io
 from .. import optim as gopt
@@ -159,24 +159,14 @@ class Trainer:
         return self._finish()
 
     def _minibatch_epoch(self) -> tuple[float, float]:
-        cfg, data = self.config.train, self.data
+        cfg = self.config.train
         self.model.train()
-        n = len(data.x_train)
-        order = torch.randperm(n, generator=_epoch_generator(self.config.seed, self.epoch))
-        order = order.to(self.device)
-        augment_rng = (_epoch_generator(self.config.seed, self.epoch, self.device, stream=1)
-                       if self.augment else None)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
-        for b in range(self.steps_per_epoch):
+        for b, (x, y, target) in enumerate(self.epoch_batches(self.epoch)):
             if self.step >= self.total_steps:
                 break
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = data.x_train[idx], data.y_train[idx]
-            target = y
-            if self.augment:
-                x, target = self.augment(x, y, augment_rng)
             measuring = self.monitor.begin(self.step + 1)
             with self._autocast():
                 logits = self.model(self._layout(x))
@@ -209,6 +199,26 @@ class Trainer:
                 if not self.quiet:
                     self.progress.step(self.epoch, b, value)
         return float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1)
+
+    def epoch_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The minibatches of ``epoch`` as ``(x, y, target)``: the training set reshuffled by
+        (seed, epoch), then augmented with that epoch's stream (``target`` is ``y``, or the
+        soft labels of mixup/cutmix). The same epoch gives the same batches, so a resumed run
+        and ``lr-find`` see what training sees."""
+        data, size = self.data, self.config.train.batch_size
+        order = torch.randperm(len(data.x_train),
+                               generator=_epoch_generator(self.config.seed, epoch))
+        order = order.to(self.device)
+        augment_rng = (_epoch_generator(self.config.seed, epoch, self.device, stream=1)
+                       if self.augment else None)
+        for b in range(self.steps_per_epoch):
+            idx = order[b * size:(b + 1) * size]
+            x, y = data.x_train[idx], data.y_train[idx]
+            if self.augment:
+                x, target = self.augment(x, y, augment_rng)
+                yield x, y, target
+            else:
+                yield x, y, y
 
     def _full_batch_epoch(self) -> tuple[float, float]:
         """One optimizer step on the whole training set: no shuffling, no dropout (L-BFGS)."""
