@@ -10,14 +10,16 @@ How workers share a stage through the storage (a local SQLite file, or PostgreSQ
 * a worker asks Optuna for a trial; a *fresh* trial holds a slot only if fewer than ``trials``
   live trials (running, waiting or finished, not failed) have a smaller trial id; otherwise it
   is told FAIL with the user attribute ``surplus`` and ignored, so workers never overshoot;
-* a grid stage enqueues its points as waiting trials (user attribute ``grid_point``); workers
-  that start together may enqueue a point twice, and the copy with the larger trial id is
-  told FAIL as ``surplus`` when asked, so each point runs once;
+* a grid stage enqueues its points as waiting trials (user attribute ``grid_point``), and
+  again any point that no live trial holds; workers that start together may enqueue a point
+  twice, and a trial whose point a live trial with a smaller id holds is told FAIL as
+  ``surplus`` when asked, so each point runs once;
 * a running trial sends a heartbeat every ``search.heartbeat`` seconds; one silent for
   ``search.grace`` seconds belongs to a dead worker: the first live worker to notice marks it
   FAIL and enqueues its params again (user attribute ``retry_of``), which the next ``ask`` pops
-  (one killed before it drew its params re-runs with a fresh draw); a worker that was only
-  slow finds its trial FAIL when it reports, drops its result and goes on;
+  and which takes the dead trial's slot (a fresh trial killed before it drew its params
+  re-runs with a fresh draw; a grid point or a re-run repeats its params); a worker that was
+  only slow finds its trial FAIL when it reports, drops its result and goes on;
 * a stage is over when ``trials`` trials have finished (COMPLETE or PRUNED) and none is
   running or waiting.
 
@@ -194,8 +196,7 @@ def open_storage(url: str, settings: Settings):
 def _schema_race(exc: Exception) -> bool:
     from sqlalchemy import exc as sql
 
-    return (isinstance(exc, (sql.IntegrityError, sql.ProgrammingError))
-            or "already exists" in str(exc))
+    return isinstance(exc, sql.IntegrityError) or "already exists" in str(exc)
 
 
 def with_driver(url: str) -> str:
@@ -385,7 +386,7 @@ class Search:
         study.pruner = _pruner(self.spec.settings.pruner)
         grid = self.spec.settings.sampler == "grid"
         if grid:
-            _enqueue_grid(study, grid_points(space, target, self.spec.settings.seed))
+            points = grid_points(space, plan["requested_trials"], self.spec.settings.seed)
             study.sampler = _sampler(self.spec.settings, index, 0, target)  # draws nothing
         while True:
             fail_stale_trials(study)
@@ -397,12 +398,14 @@ class Search:
             waiting = [t for t in live if t.state == TrialState.WAITING]
             if len(finished) >= target and not busy:
                 return
+            if grid and not waiting and _enqueue_grid(study, points, trials):
+                continue
             if not waiting and (grid or len(live) >= target):
                 time.sleep(POLL_SECONDS)   # the other workers' trials are running
                 continue
             trial = study.ask()
             self.storage.record_heartbeat(trial._trial_id)
-            if "retry_of" not in trial.user_attrs and not _has_slot(study, trial, target, grid):
+            if not _has_slot(study, trial, target, grid):
                 trial.set_user_attr("surplus", True)
                 study.tell(trial, state=TrialState.FAIL)
                 continue
@@ -503,7 +506,7 @@ def planned_trials(settings: Settings, stage: Stage, space: Space) -> int:
     """The stage's trial count: ``stage.trials``, or the grid's size where that is smaller."""
     if settings.sampler != "grid":
         return stage.trials
-    return min(stage.trials, math.prod(len(v) for v in grid_values(space, stage.trials).values()))
+    return len(grid_points(space, stage.trials, settings.seed))
 
 
 def grid_values(space: Space, trials: int) -> dict[str, list]:
@@ -551,24 +554,27 @@ def grid_points(space: Space, trials: int, seed: int) -> list[dict]:
     return points[:trials]
 
 
-def _enqueue_grid(study, points: list[dict]) -> None:
-    """Enqueue each grid point that no trial of the study holds yet."""
-    held = {t.user_attrs.get("grid_point") for t in study.get_trials(deepcopy=False)}
-    for i, params in enumerate(points):
-        if i not in held:
-            study.enqueue_trial(params, user_attrs={"grid_point": i})
+def _enqueue_grid(study, points: list[dict], trials) -> bool:
+    """Enqueue each grid point that no live trial holds (at the start, and for a point whose
+    worker died before its re-run was enqueued); returns whether it enqueued any."""
+    held = {t.user_attrs.get("grid_point") for t in trials if _holds_slot(t)}
+    missing = [i for i in range(len(points)) if i not in held]
+    for i in missing:
+        study.enqueue_trial(points[i], user_attrs={"grid_point": i})
+    return bool(missing)
 
 
 def _has_slot(study, trial, target: int, grid: bool) -> bool:
-    """Whether a fresh ``trial`` may run: fewer than ``target`` live trials have a smaller id;
-    in a grid stage, it holds a grid point that no earlier trial (but a surplus one) holds."""
+    """Whether ``trial`` may run: fewer than ``target`` live trials have a smaller id; in a
+    grid stage, no live trial with a smaller id holds its grid point. (A re-run passes: the
+    dead trial it replaces is no longer live.)"""
     earlier = [t for t in study.get_trials(deepcopy=False)
-               if t._trial_id < trial._trial_id and not t.user_attrs.get("surplus")]
+               if t._trial_id < trial._trial_id and _holds_slot(t)]
     if grid:
         point = trial.user_attrs.get("grid_point")
         return point is not None and all(t.user_attrs.get("grid_point") != point
                                          for t in earlier)
-    return sum(map(_holds_slot, earlier)) < target
+    return len(earlier) < target
 
 
 def _holds_slot(trial) -> bool:

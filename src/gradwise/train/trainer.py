@@ -24,6 +24,7 @@ that drives dropout is saved with each checkpoint.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -164,9 +165,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
-        for b, (x, y, target) in enumerate(self.epoch_batches(self.epoch)):
-            if self.step >= self.total_steps:
-                break
+        batches = itertools.islice(self.epoch_batches(self.epoch), self.total_steps - self.step)
+        for b, (x, y, target) in enumerate(batches):
             measuring = self.monitor.begin(self.step + 1)
             with self._autocast():
                 logits = self.model(self._layout(x))
