@@ -361,6 +361,21 @@ def test_a_grid_point_whose_rerun_was_lost_is_enqueued_again(tmp_path):
     assert sorted(t.user_attrs["grid_point"] for t in complete) == [0, 1, 2, 3]
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_rerun(tmp_path):
+    config = search_config(stages=[{"name": "only", "trials": 2, "epochs": 1}])
+    search = Search(load_search(config), tmp_path / "out", quiet=True)
+    search.open()
+    silent = search.stage_study(0).ask()  # a worker dies right after Optuna's ask
+    proc = start_search(write(tmp_path / "s.yaml", config), "--out", tmp_path / "out",
+                        "--resume")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    trials = trials_of(f"sqlite:///{tmp_path / 'out' / 'study.db'}", "tiny:only")
+    assert [t.state.name for t in trials if t.number == silent.number] == ["FAIL"]
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 2
+    assert [t.user_attrs.get("retry_of") for t in trials].count(silent.number) == 1
+
+
 def test_a_grid_with_merged_integer_values_runs_every_point(tmp_path):
     """Rounding merges int values (32, 32.5, 33 -> 32, 33): the plan counts the real points."""
     config = search_config(stages=[{"name": "only", "trials": 9, "epochs": 1}], sampler="grid")

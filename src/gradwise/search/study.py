@@ -269,6 +269,7 @@ class Search:
         self.resume = resume
         self.quiet = quiet
         self.storage = None
+        self._watched: set[int] = set()  # running trials this worker has seen (by storage id)
 
     # -- opening --------------------------------------------------------------------------
 
@@ -391,6 +392,7 @@ class Search:
         while True:
             fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
+            self._watch(trials)
             live = [t for t in trials if _holds_slot(t)]
             finished = [t for t in live if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                         or t.state == TrialState.FAIL]
@@ -405,6 +407,7 @@ class Search:
                 continue
             trial = study.ask()
             self.storage.record_heartbeat(trial._trial_id)
+            self._watched.add(trial._trial_id)
             if not _has_slot(study, trial, target, grid):
                 trial.set_user_attr("surplus", True)
                 study.tell(trial, state=TrialState.FAIL)
@@ -416,6 +419,17 @@ class Search:
             except UpdateFinishedTrialError:
                 self._say(f"{plan['name']} trial {trial.number}: another worker gave it up "
                           f"(no heartbeat for {self.spec.settings.grace} s); its re-run counts")
+
+    def _watch(self, trials) -> None:
+        """Send one heartbeat for each running trial seen here for the first time. Optuna
+        never calls a trial stale that has no heartbeat at all (its worker died between
+        ``ask`` and its first beat); after this beat it does, ``grace`` seconds on."""
+        from optuna.trial import TrialState
+
+        for t in trials:
+            if t.state == TrialState.RUNNING and t._trial_id not in self._watched:
+                self._watched.add(t._trial_id)
+                self.storage.record_heartbeat(t._trial_id)
 
     def _run_trial(self, study, trial, index: int, space: Space, plan: dict,
                    worker: int) -> None:
