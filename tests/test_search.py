@@ -405,6 +405,25 @@ def test_a_grid_trial_killed_before_drawing_reruns_its_grid_point(tmp_path):
     assert again.user_attrs == {"retry_of": trial.number, "grid_point": 5}
 
 
+def test_set_overrides_search_settings_and_ranges(tmp_path, capsys):
+    config = search_config(stages=[{"name": "only", "trials": 4, "epochs": 1}])
+    config["space"] = {"optimizer.lr": "loguniform(1e-4, 1e-1)",
+                       "model.dropout": "uniform(0.0, 0.5)"}
+    path = write(tmp_path / "s.yaml", config)
+    out = tmp_path / "out"
+    assert main(["search", str(path), "--out", str(out), "--quiet", "--set", "search.sampler=grid",
+                 "--set", "space.optimizer.lr=loguniform(1e-3, 1e-1)"]) == 0
+    table = rows(out / "results.csv")
+    assert sorted({float(r["optimizer.lr"]) for r in table}) == pytest.approx(
+        [1e-3 * 100 ** 0.25, 1e-3 * 100 ** 0.75])  # a 2 x 2 grid over the new range
+    for bad, message in [("search.stages.0.trials=2", "one whole search setting"),
+                         ("search.colour=red", "colour"),
+                         ("space.optimizer.lr=loguniform(1, 0.1)", "low must be < high")]:
+        assert main(["search", str(path), "--out", str(tmp_path / "bad"), "--set", bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_same_seed_draws_the_same_trials(tmp_path):
     config = search_config(stages=[{"name": "only", "trials": 2, "epochs": 1}])
     for name in ("a", "b"):

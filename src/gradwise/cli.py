@@ -136,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Example: gradwise search examples/search-mnist1d.yaml --workers 2")
     search.add_argument("config", help="the YAML config with space: and search: sections")
     search.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a base config key (repeatable)")
+                        metavar="KEY=VALUE", help="override a config key (train.epochs=5), a "
+                        "search setting (search.sampler=grid) or a range "
+                        "(space.optimizer.lr='loguniform(1e-3, 1e-1)'); repeatable")
     search.add_argument("--out", help="the search folder (default: runs/<config name>)")
     search.add_argument("--storage", metavar="URL", help="an Optuna RDB storage shared by "
                         "workers, e.g. postgresql://user@host/db (default: sqlite OUT/study.db)")

@@ -76,15 +76,31 @@ class SearchSpec:
 def load_search(source: str | Path | dict, overrides: dict | None = None,
                 check: bool = True) -> SearchSpec:
     """The SearchSpec of a YAML file (or dict): the usual config keys (or a ``base:``
-    mapping) beside ``space:`` and ``search:``. With ``check``, a config built from the
-    midpoint of every range is validated and its Trainer built (data, model, optimizer and
-    schedule), so that a bad key or option fails here, before any trial runs."""
+    mapping) beside ``space:`` and ``search:``. ``overrides`` set base keys
+    (``train.epochs``), search settings (``search.sampler``) or ranges
+    (``space.optimizer.lr``). With ``check``, a config built from the midpoint of every range
+    is validated and its Trainer built (data, model, optimizer and schedule), so that a bad
+    key or option fails here, before any trial runs."""
     raw = read_yaml(Path(source)) if not isinstance(source, dict) else copy.deepcopy(source)
     if "space" not in raw:
         raise UserError("a search config needs a 'space:' section, e.g. "
                         "space: {optimizer.lr: loguniform(1e-4, 1e-1)}")
-    space = parse_space(raw.pop("space"))
-    settings = parse_settings(raw.pop("search", None))
+    overrides = dict(overrides or {})
+    space_raw, search_raw = raw.pop("space"), raw.pop("search", None)
+    for key in [k for k in overrides if k.split(".")[0] in ("space", "search")]:
+        section, _, rest = key.partition(".")
+        value = overrides.pop(key)
+        if section == "space" and rest and isinstance(space_raw, dict):
+            space_raw = {**space_raw, rest: value}
+        elif section == "search" and rest and "." not in rest and isinstance(
+                search_raw or {}, dict):
+            search_raw = {**(search_raw or {}), rest: value}
+        else:
+            raise UserError(f"--set {key}: set one range (space.optimizer.lr=...) or one "
+                            "whole search setting (search.sampler=grid, "
+                            "search.stages=[{trials: 8, epochs: 2}])")
+    space = parse_space(space_raw)
+    settings = parse_settings(search_raw)
     if "base" in raw:
         extra = set(raw) - {"base", "name"}
         if extra:
@@ -94,7 +110,7 @@ def load_search(source: str | Path | dict, overrides: dict | None = None,
         raw = dict(raw["base"] or {})
         if name is not None:
             raw["name"] = name
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         set_key(raw, key, value)
     name = str(raw.get("name") or (Path(source).stem if not isinstance(source, dict)
                                    else "search"))
