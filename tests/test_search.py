@@ -376,6 +376,25 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_rerun(tmp_path)
     assert [t.user_attrs.get("retry_of") for t in trials].count(silent.number) == 1
 
 
+def test_workers_that_keep_starting_do_not_keep_a_dead_trial_alive(tmp_path):
+    from optuna.storages import fail_stale_trials
+
+    config = search_config(stages=[{"name": "only", "trials": 2, "epochs": 1}])
+    config["search"].update(heartbeat=1, grace=2)
+    search = Search(load_search(config), tmp_path / "out", quiet=True)
+    search.open()
+    study = search.stage_study(0)
+    dead = study.ask()
+    search.storage.record_heartbeat(dead._trial_id)  # its worker beat once, then died
+    for _ in range(6):  # a new worker every half second looks at the stage
+        newcomer = Search(load_search(config), tmp_path / "out", resume=True, quiet=True)
+        newcomer.open()
+        newcomer._watch(study.get_trials())
+        time.sleep(0.5)
+    fail_stale_trials(study)
+    assert study.get_trials()[dead.number].state.name == "FAIL"
+
+
 def test_a_grid_with_merged_integer_values_runs_every_point(tmp_path):
     """Rounding merges int values (32, 32.5, 33 -> 32, 33): the plan counts the real points."""
     config = search_config(stages=[{"name": "only", "trials": 9, "epochs": 1}], sampler="grid")

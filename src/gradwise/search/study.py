@@ -7,9 +7,10 @@ its top-k trials (:func:`gradwise.search.stages.narrow`).
 
 How workers share a stage through the storage (a local SQLite file, or PostgreSQL):
 
-* a worker asks Optuna for a trial; a *fresh* trial holds a slot only if fewer than ``trials``
-  live trials (running, waiting or finished, not failed) have a smaller trial id; otherwise it
-  is told FAIL with the user attribute ``surplus`` and ignored, so workers never overshoot;
+* a worker asks Optuna for a trial; the trial (a re-run too) holds a slot only if fewer than
+  ``trials`` live trials (running, waiting or finished, not failed) have a smaller trial id;
+  otherwise it is told FAIL with the user attribute ``surplus`` and ignored, so workers never
+  overshoot;
 * a grid stage enqueues its points as waiting trials (user attribute ``grid_point``), and
   again any point that no live trial holds; workers that start together may enqueue a point
   twice, and a trial whose point a live trial with a smaller id holds is told FAIL as
@@ -285,7 +286,8 @@ class Search:
         self.resume = resume
         self.quiet = quiet
         self.storage = None
-        self._watched: set[int] = set()  # running trials this worker has seen (by storage id)
+        self._first_seen: dict[int, float] = {}  # running trial id -> when this worker saw it
+        self._beaten: set[int] = set()  # running trials this worker has sent a heartbeat for
 
     # -- opening --------------------------------------------------------------------------
 
@@ -423,10 +425,13 @@ class Search:
                 continue
             trial = study.ask()
             self.storage.record_heartbeat(trial._trial_id)
-            self._watched.add(trial._trial_id)
+            self._beaten.add(trial._trial_id)
             if not _has_slot(study, trial, target, grid):
-                trial.set_user_attr("surplus", True)
-                study.tell(trial, state=TrialState.FAIL)
+                try:
+                    trial.set_user_attr("surplus", True)
+                    study.tell(trial, state=TrialState.FAIL)
+                except UpdateFinishedTrialError:  # this worker stalled: already failed as stale
+                    pass
                 continue
             if not grid:
                 study.sampler = _sampler(self.spec.settings, index, trial.number, target)
@@ -437,15 +442,23 @@ class Search:
                           f"(no heartbeat for {self.spec.settings.grace} s); its re-run counts")
 
     def _watch(self, trials) -> None:
-        """Send one heartbeat for each running trial seen here for the first time. Optuna
-        never calls a trial stale that has no heartbeat at all (its worker died between
-        ``ask`` and its first beat); after this beat it does, ``grace`` seconds on."""
+        """Optuna never calls a trial stale that has no heartbeat at all (its worker died
+        between ``ask`` and its first beat). A trial still running ``grace + heartbeat``
+        seconds after this worker first saw it has had a heartbeat since then or has none
+        (else it would be FAIL by now): send it one, after which Optuna judges it too."""
         from optuna.trial import TrialState
 
+        now, settings = time.monotonic(), self.spec.settings
         for t in trials:
-            if t.state == TrialState.RUNNING and t._trial_id not in self._watched:
-                self._watched.add(t._trial_id)
-                self.storage.record_heartbeat(t._trial_id)
+            if t.state != TrialState.RUNNING or t._trial_id in self._beaten:
+                continue
+            first = self._first_seen.setdefault(t._trial_id, now)
+            if now - first > settings.grace + settings.heartbeat:
+                self._beaten.add(t._trial_id)
+                try:
+                    self.storage.record_heartbeat(t._trial_id)
+                except Exception:  # a storage hiccup: the next look retries
+                    self._beaten.discard(t._trial_id)
 
     def _run_trial(self, study, trial, index: int, space: Space, plan: dict,
                    worker: int) -> None:
@@ -596,8 +609,8 @@ def _enqueue_grid(study, points: list[dict], trials) -> bool:
 
 def _has_slot(study, trial, target: int, grid: bool) -> bool:
     """Whether ``trial`` may run: fewer than ``target`` live trials have a smaller id; in a
-    grid stage, no live trial with a smaller id holds its grid point. (A re-run passes: the
-    dead trial it replaces is no longer live.)"""
+    grid stage, no live trial with a smaller id holds its grid point. (A re-run passes, as
+    the dead trial it replaces is no longer live, unless a fresh trial took the slot first.)"""
     earlier = [t for t in study.get_trials(deepcopy=False)
                if t._trial_id < trial._trial_id and _holds_slot(t)]
     if grid:
