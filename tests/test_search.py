@@ -291,11 +291,16 @@ def test_pruned_trials_stop_early_and_count_as_finished(tmp_path):
         assert int(r["epochs"]) < 3 or r["stop_reason"].startswith("pruned after epoch 3")
 
 
-def test_grid_search_of_the_same_budget_tries_fewer_distinct_values(tmp_path):
-    config = search_config(stages=[{"name": "only", "trials": 4, "epochs": 1}])
+def lr_dropout_config(**search) -> dict:
+    """One stage of 4 one-epoch trials over the learning rate and dropout (a 2 x 2 grid)."""
+    config = search_config(stages=[{"name": "only", "trials": 4, "epochs": 1}], **search)
     config["space"] = {"optimizer.lr": "loguniform(1e-3, 1e-1)",
                        "model.dropout": "uniform(0.0, 0.5)"}
-    spec = load_search(config)
+    return config
+
+
+def test_grid_search_of_the_same_budget_tries_fewer_distinct_values(tmp_path):
+    spec = load_search(lr_dropout_config())
     Search(with_settings(spec, sampler="grid"), tmp_path / "grid", quiet=True).run()
     Search(spec, tmp_path / "random", quiet=True).run()
     grid = rows(tmp_path / "grid" / "results.csv")
@@ -307,17 +312,20 @@ def test_grid_search_of_the_same_budget_tries_fewer_distinct_values(tmp_path):
         [1e-3 * 100 ** 0.25, 1e-3 * 100 ** 0.75])
 
 
+def opened(config: dict, out: Path):
+    """The search of ``config`` in ``out``, its storage open, and the study of its first stage
+    (as a worker sees it before it runs a trial)."""
+    search = Search(load_search(config), out, quiet=True)
+    search.open()
+    return search, search.stage_study(0)
+
+
 def test_a_grid_point_enqueued_twice_runs_once(tmp_path):
     """Two workers starting together may both enqueue a grid point: the later copy is dropped
     when asked (``surplus``), and a fresh trial in a grid stage never runs."""
     import optuna
 
-    config = search_config(stages=[{"name": "only", "trials": 4, "epochs": 1}], sampler="grid")
-    config["space"] = {"optimizer.lr": "loguniform(1e-3, 1e-1)",
-                       "model.dropout": "uniform(0.0, 0.5)"}
-    search = Search(load_search(config), tmp_path / "out", quiet=True)
-    search.open()
-    study = search.stage_study(0)
+    search, study = opened(lr_dropout_config(sampler="grid"), tmp_path / "out")
     points = grid_points(search.spec.space, 4, seed=0)
     # the first worker enqueues points 0, 1; the second all four; the first goes on with 2, 3
     for i in (0, 1, 0, 1, 2, 3, 2, 3):
@@ -341,12 +349,8 @@ def test_a_grid_point_enqueued_twice_runs_once(tmp_path):
 def test_a_grid_point_whose_rerun_was_lost_is_enqueued_again(tmp_path):
     from optuna.trial import TrialState
 
-    config = search_config(stages=[{"name": "only", "trials": 4, "epochs": 1}], sampler="grid")
-    config["space"] = {"optimizer.lr": "loguniform(1e-3, 1e-1)",
-                       "model.dropout": "uniform(0.0, 0.5)"}
-    search = Search(load_search(config), tmp_path / "out", quiet=True)
-    search.open()
-    study = search.stage_study(0)
+    config = lr_dropout_config(sampler="grid")
+    search, study = opened(config, tmp_path / "out")
     for i, params in enumerate(grid_points(search.spec.space, 4, seed=0)):
         study.enqueue_trial(params, user_attrs={"grid_point": i})
     # a worker takes point 0 and dies; the one that marks it FAIL dies before the re-run
@@ -363,9 +367,7 @@ def test_a_grid_point_whose_rerun_was_lost_is_enqueued_again(tmp_path):
 
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_rerun(tmp_path):
     config = search_config(stages=[{"name": "only", "trials": 2, "epochs": 1}])
-    search = Search(load_search(config), tmp_path / "out", quiet=True)
-    search.open()
-    silent = search.stage_study(0).ask()  # a worker dies right after Optuna's ask
+    silent = opened(config, tmp_path / "out")[1].ask()  # a worker dies right after the ask
     proc = start_search(write(tmp_path / "s.yaml", config), "--out", tmp_path / "out",
                         "--resume")
     _, err = proc.communicate(timeout=120)
@@ -381,9 +383,7 @@ def test_workers_that_keep_starting_do_not_keep_a_dead_trial_alive(tmp_path):
 
     config = search_config(stages=[{"name": "only", "trials": 2, "epochs": 1}])
     config["search"].update(heartbeat=1, grace=2)
-    search = Search(load_search(config), tmp_path / "out", quiet=True)
-    search.open()
-    study = search.stage_study(0)
+    search, study = opened(config, tmp_path / "out")
     dead = study.ask()
     search.storage.record_heartbeat(dead._trial_id)  # its worker beat once, then died
     for _ in range(6):  # a new worker every half second looks at the stage
