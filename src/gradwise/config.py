@@ -157,9 +157,7 @@ def load_config(source: str | Path | dict | Config | None = None,
         raw = {}
     else:
         raw = read_yaml(Path(source))
-    for item in overrides:
-        _apply_override(raw, item)
-    return validate(raw)
+    return validate(apply_overrides(raw, overrides))
 
 
 def validate(raw: dict) -> Config:
@@ -188,29 +186,129 @@ def dump(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(), sort_keys=False)
 
 
-def _apply_override(raw: dict, item: str) -> None:
-    if "=" not in item:
-        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
-    key, text = item.split("=", 1)
-    parts = key.strip().split(".")
+# -- dotted keys: the one parser and writer ------------------------------------------------
+
+#: Sections a config may give as a plain string, and the key that string stands for
+#: (``optimizer: adamw`` means ``optimizer: {name: adamw}``).
+SHORTHANDS = {"data": "source", "model": "name", "optimizer": "name", "schedule": "name"}
+
+
+def split_key(key: str, where: str = "config") -> tuple[str, ...]:
+    """The parts of a dotted key; an empty key or part is a UserError.
+
+    >>> split_key("optimizer.lr")
+    ('optimizer', 'lr')
+    """
+    parts = tuple(str(key).strip().split("."))
     if not all(parts):
-        raise UserError(f"--set {item!r}: the key {key!r} is empty or has an empty part")
+        raise UserError(f"{where}: the key {key!r} is empty or has an empty part")
+    return parts
+
+
+def parse_value(text: str):
+    """A value as written after ``=`` on the command line, read as YAML (``5`` -> 5,
+    ``[1, 2]`` -> a list, ``1e-3`` -> 0.001, ``adamw`` -> a string)."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
-        value = text
+        return text
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf",
+                                                                 "infinity") else value
+        except ValueError:
+            return value
+    return value
+
+
+def parse_assignment(item: str, example: str = "train.epochs=5") -> tuple[str, object]:
+    """``"KEY=VALUE"`` as ``(key, value)``, the value read by :func:`parse_value`.
+
+    >>> parse_assignment("optimizer.lr=3e-4")
+    ('optimizer.lr', 0.0003)
+    """
+    key, sep, text = str(item).partition("=")
+    if not sep:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. {example}")
+    split_key(key, f"--set {item!r}")
+    return key.strip(), parse_value(text)
+
+
+def section(raw: dict, name: str) -> dict:
+    """Section ``name`` of a config dict as a mapping, its shorthand expanded (``{}`` where
+    it is missing or not a mapping).
+
+    >>> section({"optimizer": "adamw"}, "optimizer")
+    {'name': 'adamw'}
+    """
+    value = raw.get(name)
+    if isinstance(value, str) and name in SHORTHANDS:
+        return {SHORTHANDS[name]: value}
+    return value if isinstance(value, dict) else {}
+
+
+def get_key(raw: dict, key: str, default=None):
+    """The value at dotted ``key`` of a config dict (shorthands understood), or ``default``.
+
+    >>> get_key({"optimizer": "adamw"}, "optimizer.name")
+    'adamw'
+    """
+    parts = split_key(key)
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        node = section(node, part) if i == 0 else node.get(part)
+        if not isinstance(node, dict):
+            return default
+    return node.get(parts[-1], default)
+
+
+def set_key(raw: dict, key: str, value, where: str = "--set") -> None:
+    """Write ``value`` at the dotted ``key`` of a config dict, creating sections on the way
+    and expanding shorthands; the sections on the path are copied, so a dict shared with
+    another config is never changed.
+
+    >>> raw = {"optimizer": "adamw"}; set_key(raw, "optimizer.lr", 0.01); raw
+    {'optimizer': {'name': 'adamw', 'lr': 0.01}}
+    """
+    parts = split_key(key, f"{where} {key}")
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if isinstance(child, str) and part in ("data", "model", "optimizer", "schedule"):
-            child = {"source" if part == "data" else "name": child}
+        if isinstance(child, str) and i == 0 and part in SHORTHANDS:
+            child = {SHORTHANDS[part]: child}
         if child is None:
             child = {}
         if not isinstance(child, dict):
-            raise UserError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a section")
-        node[part] = child
+            raise UserError(f"{where} {key}: {'.'.join(parts[:i + 1])} is not a config "
+                            f"section (it holds {child!r})")
+        node[part] = child = dict(child)
         node = child
     node[parts[-1]] = value
+
+
+def flatten(raw: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value for every leaf of a config dict (the inverse of :func:`set_key`).
+
+    >>> flatten({"train": {"epochs": 5}, "seed": 0})
+    {'train.epochs': 5, 'seed': 0}
+    """
+    flat: dict[str, object] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def apply_overrides(raw: dict, items) -> dict:
+    """``raw`` with each ``KEY=VALUE`` of ``items`` written in (``raw`` itself is not
+    changed)."""
+    raw = dict(raw)
+    for item in items:
+        key, value = parse_assignment(item)
+        set_key(raw, key, value, where=f"--set {item!r}:")
+    return raw
 
 
 def _explain(exc: ValidationError) -> str:
@@ -218,7 +316,7 @@ def _explain(exc: ValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
-            section = _section_of(err["loc"][:-1])
+            section = _model_of(err["loc"][:-1])
             accepted = ", ".join(section.model_fields) if section else ""
             lines.append(f"unknown key {where!r}; accepted: {accepted}")
         else:
@@ -227,7 +325,7 @@ def _explain(exc: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def _section_of(loc: tuple) -> type[BaseModel] | None:
+def _model_of(loc: tuple) -> type[BaseModel] | None:
     model: type[BaseModel] = Config
     for part in loc:
         field = model.model_fields.get(str(part))

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 
 import yaml
 
-from .. import __version__, _io
+from .. import _io
 from ..errors import UserError
-from . import plots
-
-BADGE_CLASSES = {"healthy": "good", "plateau": "warn", "underfitting": "warn",
-                 "overfitting": "bad", "not-learning": "fail", "diverging": "fail"}
-
+from . import page, plots
 
 # -- reading a run directory ------------------------------------------------------------------
 
@@ -61,7 +56,7 @@ def load_run(run_dir: str | Path) -> Run:
     for record in records:
         if not isinstance(record, dict):
             continue
-        step, epoch = _num(record.get("step")), _num(record.get("epoch"))
+        step, epoch = page.number_of(record.get("step")), page.number_of(record.get("epoch"))
         if isinstance(record.get("monitor"), dict) and math.isfinite(step):
             monitors[step] = record
         if "loss" in record and math.isfinite(step):
@@ -127,48 +122,6 @@ def _reason(exc: Exception) -> str:
 
 
 # -- formatting -------------------------------------------------------------------------------
-
-def _num(value) -> float:
-    """A record's value as a float; NaN when missing or not a number (first of a list)."""
-    if isinstance(value, (list, tuple)) and value:
-        value = value[0]
-    if isinstance(value, (int, float)):
-        return float(value)
-    return math.nan
-
-
-def _e(text) -> str:
-    return escape(str(text), quote=True)
-
-
-def fmt_percent(value) -> str:
-    """An accuracy as shown in the tables: ``0.95543`` -> ``95.54%``."""
-    v = _num(value)
-    return f"{100 * v:.2f}%" if math.isfinite(v) else "—"
-
-
-def fmt_number(value) -> str:
-    """Integers with thousands separators, floats to 4 significant digits."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "—" if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
-
-
-def fmt_seconds(value) -> str:
-    v = _num(value)
-    if not math.isfinite(v):
-        return "—"
-    if v < 60:
-        return f"{v:.3g} s"
-    minutes, seconds = divmod(round(v), 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
-
 
 def _fmt_option(value) -> str:
     if isinstance(value, bool) or value is None:
@@ -240,37 +193,14 @@ def diagnosis_of(run: Run) -> dict | None:
     return diagnosis if isinstance(diagnosis, dict) and diagnosis.get("label") else None
 
 
-def _badge(label) -> str:
-    return (f'<span class="badge badge-{BADGE_CLASSES.get(str(label), "other")}">'
-            f"{_e(label)}</span>")
-
-
-def _img(fig, alt: str) -> str:
-    return f'<figure><img src="{plots.figure_data_uri(fig)}" alt="{_e(alt)}"></figure>'
-
-
-def _section(section_id: str, title: str, caption: str, body: str) -> str:
-    return (f'<section id="{section_id}">\n<h2>{_e(title)}</h2>\n'
-            f'<p class="caption">{_e(caption)}</p>\n{body}\n</section>')
-
-
-def _table(rows: Iterable[tuple[str, str]], cls: str = "kv") -> str:
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="{cls}">{body}</table>'
-
-
 def _omitted(notes: list[tuple[str, str]]) -> str:
     if not notes:
         return ""
-    items = "".join(f"<li><strong>{_e(title)}</strong>: {_e(why)}</li>" for title, why in notes)
-    return _section("not-shown", "Not shown",
+    items = "".join(f"<li><strong>{page.e(title)}</strong>: {page.e(why)}</li>"
+                    for title, why in notes)
+    return page.section("not-shown", "Not shown",
                     "Sections left out because the run has no data for them.",
                     f'<ul class="notes">{items}</ul>')
-
-
-def _nav(sections: list[tuple[str, str]]) -> str:
-    links = " ".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title in sections)
-    return f'<nav aria-label="sections">{links}</nav>'
 
 
 # -- the report of one run --------------------------------------------------------------------
@@ -289,7 +219,7 @@ def render_report(run: Run) -> str:
     notes: list[tuple[str, str]] = []
 
     def add(section_id, title, caption, body):
-        sections.append((section_id, title, _section(section_id, title, caption, body)))
+        sections.append((section_id, title, page.section(section_id, title, caption, body)))
 
     diagnosis = diagnosis_of(run)
     if diagnosis is not None:
@@ -300,7 +230,7 @@ def render_report(run: Run) -> str:
     warnings = (run.summary or {}).get("warnings") or []
     warnings = [warnings] if isinstance(warnings, str) else [w for w in warnings if w]
     if warnings:
-        items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+        items = "".join(f"<li>{page.e(w)}</li>" for w in warnings)
         add("warnings", "Warnings", "Things noticed during the run that deserve a look, even "
             "if the run finished.", f'<ul class="warnings">{items}</ul>')
     add("summary", "Summary", *_summary_html(run))
@@ -308,46 +238,46 @@ def render_report(run: Run) -> str:
     if run.config_text is not None:
         add("config", "Config", "The resolved config the run was trained with (config.yaml): "
             "every default filled in, so it reproduces the run.",
-            f"<pre>{_e(run.config_text)}</pre>")
+            f"<pre>{page.e(run.config_text)}</pre>")
     else:
         notes.append(("Config", "config.yaml is missing"))
 
     css_class, status_text = status(run)
-    facts = [f"run directory <code>{_e(run.path.resolve().name)}</code>"]
+    facts = [f"run directory <code>{page.e(run.path.resolve().name)}</code>"]
     if run.config:
-        facts += [f"data {_e(_section_of(run.config, 'data').get('source', '?'))}",
-                  f"model {_e(describe_model(run.config))}",
-                  f"optimizer {_e(describe_optimizer(run.config))}",
-                  f"schedule {_e(describe_schedule(run.config))}"]
+        facts += [f"data {page.e(_section_of(run.config, 'data').get('source', '?'))}",
+                  f"model {page.e(describe_model(run.config))}",
+                  f"optimizer {page.e(describe_optimizer(run.config))}",
+                  f"schedule {page.e(describe_schedule(run.config))}"]
     header = (f'<header id="overview">\n<p class="kicker">gradwise run report</p>\n'
-              f"<h1>{_e(run.name)}</h1>\n"
-              f'<p class="status status-{css_class}">{_e(status_text)}</p>\n'
-              + (f"<p>{_badge(diagnosis['label'])}</p>\n" if diagnosis else "")
+              f"<h1>{page.e(run.name)}</h1>\n"
+              f'<p class="status status-{css_class}">{page.e(status_text)}</p>\n'
+              + (f"<p>{page.badge(diagnosis['label'])}</p>\n" if diagnosis else "")
               + f'<p class="facts">{" · ".join(facts)}</p>\n</header>')
-    body = [header, _nav([(sid, title) for sid, title, _ in sections])]
+    body = [header, page.nav([(sid, title) for sid, title, _ in sections])]
     body += [text for _, _, text in sections]
     body.append(_omitted(notes))
-    return _page(f"{run.name} · gradwise report", "\n".join(b for b in body if b))
+    return page.page(f"{run.name} · gradwise report", "\n".join(b for b in body if b))
 
 
 def _diagnosis_html(diagnosis: dict) -> str:
-    parts = [f'<p class="verdict">{_badge(diagnosis["label"])} '
-             f"{_e(diagnosis.get('message') or '')}</p>"]
+    parts = [f'<p class="verdict">{page.badge(diagnosis["label"])} '
+             f"{page.e(diagnosis.get('message') or '')}</p>"]
     advice = [a for a in diagnosis.get("advice") or [] if a]
     if advice:
         parts.append('<h3>What to try</h3><ul class="advice">'
-                     + "".join(f"<li>{_e(a)}</li>" for a in advice) + "</ul>")
+                     + "".join(f"<li>{page.e(a)}</li>" for a in advice) + "</ul>")
     evidence = diagnosis.get("evidence")
     if isinstance(evidence, dict) and evidence:
-        rows = [(k, _e(_evidence_value(v))) for k, v in evidence.items()]
-        parts.append("<h3>Evidence</h3>" + _table(rows, "kv evidence"))
+        rows = [(k, page.e(_evidence_value(v))) for k, v in evidence.items()]
+        parts.append("<h3>Evidence</h3>" + page.table(rows, "kv evidence"))
     return "\n".join(parts)
 
 
 def _evidence_value(value) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
-    return fmt_number(value) if isinstance(value, (int, float)) else str(value)
+    return page.fmt_number(value) if isinstance(value, (int, float)) else str(value)
 
 
 def _summary_html(run: Run) -> tuple[str, str]:
@@ -358,81 +288,84 @@ def _summary_html(run: Run) -> tuple[str, str]:
         if not last:
             return ("No epoch has finished yet; the table fills in as the run goes.",
                     '<p class="note">No metrics yet.</p>')
-        rows = [("Epochs done", fmt_number(last.get("epoch"))),
-                ("Steps", fmt_number(last.get("step"))),
-                ("Validation accuracy", fmt_percent(last.get("val_accuracy"))),
-                ("Validation loss", fmt_number(last.get("val_loss"))),
-                ("Train accuracy", fmt_percent(last.get("train_accuracy"))),
-                ("Train loss", fmt_number(last.get("train_loss"))),
-                ("Elapsed", fmt_seconds(last.get("elapsed_seconds")))]
+        rows = [("Epochs done", page.fmt_number(last.get("epoch"))),
+                ("Steps", page.fmt_number(last.get("step"))),
+                ("Validation accuracy", page.fmt_percent(last.get("val_accuracy"))),
+                ("Validation loss", page.fmt_number(last.get("val_loss"))),
+                ("Train accuracy", page.fmt_percent(last.get("train_accuracy"))),
+                ("Train loss", page.fmt_number(last.get("train_loss"))),
+                ("Elapsed", page.fmt_seconds(last.get("elapsed_seconds")))]
         return ("The last epoch logged (summary.json, with the test metrics, is written when "
-                "the run ends).", _table((k, _e(v)) for k, v in rows))
-    rows = [("Test accuracy", "test_accuracy", fmt_percent),
-            ("Test loss", "test_loss", fmt_number),
-            ("Validation accuracy", "val_accuracy", fmt_percent),
-            ("Validation loss", "val_loss", fmt_number),
-            ("Train accuracy", "train_accuracy", fmt_percent),
-            ("Train loss", "train_loss", fmt_number),
-            ("Epochs", "epochs", fmt_number), ("Steps", "steps", fmt_number),
-            ("Wall time", "wall_seconds", fmt_seconds),
-            ("Throughput (samples/s)", "samples_per_second", fmt_number),
-            ("Device", "device", str), ("Parameters", "parameters", fmt_number)]
+                "the run ends).", page.table((k, page.e(v)) for k, v in rows))
+    rows = [("Test accuracy", "test_accuracy", page.fmt_percent),
+            ("Test loss", "test_loss", page.fmt_number),
+            ("Validation accuracy", "val_accuracy", page.fmt_percent),
+            ("Validation loss", "val_loss", page.fmt_number),
+            ("Train accuracy", "train_accuracy", page.fmt_percent),
+            ("Train loss", "train_loss", page.fmt_number),
+            ("Epochs", "epochs", page.fmt_number), ("Steps", "steps", page.fmt_number),
+            ("Wall time", "wall_seconds", page.fmt_seconds),
+            ("Throughput (samples/s)", "samples_per_second", page.fmt_number),
+            ("Device", "device", str), ("Parameters", "parameters", page.fmt_number)]
     table = [(label, fmt(s[key])) for label, key, fmt in rows if key in s]
     if "best_epoch" in s:
-        best = f"{fmt_number(s['best_epoch'])} ({fmt_percent(s.get('best_val_accuracy'))})"
-        if not _num(s["best_epoch"]) >= 1:  # the trainer's sentinel: epoch 0, accuracy -1
+        accuracy = page.fmt_percent(s.get("best_val_accuracy"))
+        best = f"{page.fmt_number(s['best_epoch'])} ({accuracy})"
+        # the trainer's sentinel: epoch 0, accuracy -1
+        if not page.number_of(s["best_epoch"]) >= 1:
             best = "none (no epoch finished)"
         table.insert(6, ("Best epoch (validation accuracy)", best))
     return ("Final metrics of the run: report the test accuracy, tune on the validation "
             "accuracy; a train accuracy far above it means overfitting.",
-            _table((k, _e(v)) for k, v in table))
+            page.table((k, page.e(v)) for k, v in table))
 
 
 def _run_plots(run: Run, add, notes: list[tuple[str, str]]) -> None:
-    steps = [_num(r.get("step")) for r in run.steps]
-    losses = [_num(r.get("loss")) for r in run.steps]
+    steps = [page.number_of(r.get("step")) for r in run.steps]
+    losses = [page.number_of(r.get("loss")) for r in run.steps]
     if any(math.isfinite(v) for v in losses):
         add("loss", "Loss per step", "Faint: the loss at each logged step; solid: its moving "
             "average. Flattens early and stays high: learning rate too low; drops fast then "
             "stalls high: too high; shoots up: far too high.",
-            _img(plots.loss_figure(steps, losses), "training loss per step"))
+            page.img(plots.loss_figure(steps, losses), "training loss per step"))
     else:
         notes.append(("Loss per step", "no finite loss in the step records yet"))
 
-    epochs = [_num(r.get("epoch")) for r in run.epochs]
-    train_acc = [_num(r.get("train_accuracy")) for r in run.epochs]
-    val_acc = [_num(r.get("val_accuracy")) for r in run.epochs]
+    epochs = [page.number_of(r.get("epoch")) for r in run.epochs]
+    train_acc = [page.number_of(r.get("train_accuracy")) for r in run.epochs]
+    val_acc = [page.number_of(r.get("val_accuracy")) for r in run.epochs]
     if any(math.isfinite(v) for v in train_acc + val_acc):
         fig = plots.accuracy_figure(epochs, train_acc, val_acc,
-                                    [_num(r.get("train_loss")) for r in run.epochs],
-                                    [_num(r.get("val_loss")) for r in run.epochs])
+                                    [page.number_of(r.get("train_loss")) for r in run.epochs],
+                                    [page.number_of(r.get("val_loss")) for r in run.epochs])
         add("accuracy", "Accuracy per epoch", "Train (solid) against validation (dashed), the "
             "gap shaded: a wide, growing gap is overfitting (regularise, more data); no gap at "
             "a low accuracy is underfitting (a bigger model, train longer).",
-            _img(fig, "train and validation accuracy and loss per epoch"))
+            page.img(fig, "train and validation accuracy and loss per epoch"))
     else:
         notes.append(("Accuracy per epoch", "no epoch has finished yet"))
 
-    lrs = [_num(r.get("lr")) for r in run.steps]
+    lrs = [page.number_of(r.get("lr")) for r in run.steps]
     if any(math.isfinite(v) for v in lrs):
         add("learning-rate", "Learning rate", "The learning rate at each logged step: flat for a "
             "constant schedule, a ramp for warmup, then the decay or cycle of the schedule.",
-            _img(plots.lr_figure(steps, lrs), "learning rate per step"))
+            page.img(plots.lr_figure(steps, lrs), "learning rate per step"))
     else:
         notes.append(("Learning rate", "no learning rate in the step records yet"))
 
-    known = [s for s in steps + [_num(r.get("step")) for r in run.monitors] if math.isfinite(s)]
+    monitor_steps = [page.number_of(r.get("step")) for r in run.monitors]
+    known = [s for s in steps + monitor_steps if math.isfinite(s)]
     span = (min(known), max(known)) if known else None  # monitor plots share the step axis
     ratios = _monitor_series(run.monitors, "update_ratio")
     if ratios:
         add("update-ratio", "Update / weight ratio", "||lr·update|| / ||weight|| per parameter "
             "tensor: about 1e-3 (dotted) is healthy, the shaded band is 1e-4 to 1e-2; far below "
             "the layer barely learns (raise the learning rate), far above it thrashes (lower it).",
-            _img(plots.update_ratio_figure(ratios, span), "update to weight ratio per tensor"))
+            page.img(plots.update_ratio_figure(ratios, span), "update to weight ratio per tensor"))
     else:
         notes.append(("Update / weight ratio", _no_monitor(run, "update ratios")))
 
-    total = [_num(r.get("grad_norm")) for r in run.steps]
+    total = [page.number_of(r.get("grad_norm")) for r in run.steps]
     per_tensor = _monitor_series(run.monitors, "grad_norm")
     if per_tensor or any(math.isfinite(v) for v in total):
         has_total = any(math.isfinite(v) for v in total)
@@ -441,7 +374,7 @@ def _run_plots(run: Run, add, notes: list[tuple[str, str]]) -> None:
         add("grad-norm", "Gradient norm", "The gradient's L2 norm per step (total in black, per "
             "tensor in colour): spikes warn of instability (lower the learning rate or clip), a "
             "norm sinking towards zero of vanishing gradients.",
-            _img(fig, "gradient norm per step"))
+            page.img(fig, "gradient norm per step"))
     else:
         notes.append(("Gradient norm", "not logged (no grad_norm in the step records or "
                       "monitor records)"))
@@ -451,7 +384,7 @@ def _run_plots(run: Run, add, notes: list[tuple[str, str]]) -> None:
         add("dead-relu", "Dead ReLU units", "Share of each module's ReLU units that output zero "
             "for every monitored example: a few percent is normal; a large or growing share "
             "means dead units (lower the learning rate, He initialisation, leaky ReLU).",
-            _img(plots.dead_relu_figure(dead, span), "dead ReLU fraction per module"))
+            page.img(plots.dead_relu_figure(dead, span), "dead ReLU fraction per module"))
     else:
         notes.append(("Dead ReLU units", _no_monitor(run, "dead-ReLU fractions")))
 
@@ -471,8 +404,8 @@ def _monitor_series(monitors: list[dict], key: str) -> dict[str, tuple[list, lis
             continue
         for name, value in values.items():
             xs, ys = series.setdefault(str(name), ([], []))
-            xs.append(_num(record.get("step")))
-            ys.append(_num(value))
+            xs.append(page.number_of(record.get("step")))
+            ys.append(page.number_of(value))
     return {name: s for name, s in series.items() if any(math.isfinite(v) for v in s[1])}
 
 
@@ -521,18 +454,18 @@ def render_comparison(runs: list[Run], labels: list[str], colors: list[str]) -> 
     notes: list[tuple[str, str]] = []
 
     def add(section_id, title, caption, body):
-        sections.append((section_id, title, _section(section_id, title, caption, body)))
+        sections.append((section_id, title, page.section(section_id, title, caption, body)))
 
     add("runs", "Final metrics", "One row per run, the best of each column highlighted (highest "
         "accuracy, lowest loss, shortest time); * marks a run without summary.json, shown at its "
-        "last logged epoch.", _comparison_table(runs, labels, colors))
+        "last logged epoch.", _comparisontable(runs, labels, colors))
 
     def curves(records_of, x_key, y_key, smooth=False):
         result = []
         for run, label, color in zip(runs, labels, colors, strict=True):
             records = records_of(run)
-            xs = [_num(r.get(x_key)) for r in records]
-            ys = [_num(r.get(y_key)) for r in records]
+            xs = [page.number_of(r.get(x_key)) for r in records]
+            ys = [page.number_of(r.get(y_key)) for r in records]
             if any(math.isfinite(v) for v in ys):
                 result.append((label, color, (xs, plots.ema(ys) if smooth else ys)))
         return result
@@ -558,7 +491,7 @@ def render_comparison(runs: list[Run], labels: list[str], colors: list[str]) -> 
         data = curves(records_of, x_key, y_key, smooth)
         if data:
             fig = plots.overlay_figure(data, xlabel, ylabel, percent=percent)
-            add(sid, title, cap, _img(fig, f"{ylabel} of each run"))
+            add(sid, title, cap, page.img(fig, f"{ylabel} of each run"))
         else:
             notes.append((title, "no run has logged it yet"))
 
@@ -571,34 +504,34 @@ def render_comparison(runs: list[Run], labels: list[str], colors: list[str]) -> 
 
     title = f"Comparison of {len(runs)} run{'s' if len(runs) != 1 else ''}"
     header = (f'<header id="overview">\n<p class="kicker">gradwise comparison</p>\n'
-              f"<h1>{_e(title)}</h1>\n<p class=\"facts\">"
-              + " · ".join(f"{_swatch(c)}{_e(label)}" for label, c in zip(labels, colors,
+              f"<h1>{page.e(title)}</h1>\n<p class=\"facts\">"
+              + " · ".join(f"{_swatch(c)}{page.e(label)}" for label, c in zip(labels, colors,
                                                                             strict=True))
               + "</p>\n</header>")
-    body = [header, _nav([(sid, t) for sid, t, _ in sections])]
+    body = [header, page.nav([(sid, t) for sid, t, _ in sections])]
     body += [text for _, _, text in sections]
     body.append(_omitted(notes))
-    return _page(f"{title} · gradwise", "\n".join(b for b in body if b))
+    return page.page(f"{title} · gradwise", "\n".join(b for b in body if b))
 
 
 def _swatch(color: str) -> str:
-    return f'<span class="swatch" style="background:{_e(color)}"></span>'
+    return f'<span class="swatch" style="background:{page.e(color)}"></span>'
 
 
-def _comparison_table(runs: list[Run], labels: list[str], colors: list[str]) -> str:
+def _comparisontable(runs: list[Run], labels: list[str], colors: list[str]) -> str:
     # (header, value of a run, formatter, best: max / min / None)
     columns = [
-        ("Test accuracy", lambda r, s, e: s.get("test_accuracy"), fmt_percent, max),
+        ("Test accuracy", lambda r, s, e: s.get("test_accuracy"), page.fmt_percent, max),
         ("Val accuracy", lambda r, s, e: s.get("val_accuracy", e.get("val_accuracy")),
-         fmt_percent, max),
+         page.fmt_percent, max),
         ("Train accuracy", lambda r, s, e: s.get("train_accuracy", e.get("train_accuracy")),
-         fmt_percent, max),
-        ("Test loss", lambda r, s, e: s.get("test_loss"), fmt_number, min),
-        ("Epochs", lambda r, s, e: s.get("epochs", e.get("epoch")), fmt_number, None),
+         page.fmt_percent, max),
+        ("Test loss", lambda r, s, e: s.get("test_loss"), page.fmt_number, min),
+        ("Epochs", lambda r, s, e: s.get("epochs", e.get("epoch")), page.fmt_number, None),
         ("Wall time", lambda r, s, e: s.get("wall_seconds", e.get("elapsed_seconds")),
-         fmt_seconds, min),
+         page.fmt_seconds, min),
     ]
-    values = [[_num(get(r, r.summary or {}, r.last_epoch())) for r in runs]
+    values = [[page.number_of(get(r, r.summary or {}, r.last_epoch())) for r in runs]
               for _, get, _, _ in columns]
     best = []
     for (_, _, _, pick), column in zip(columns, values, strict=True):
@@ -606,24 +539,24 @@ def _comparison_table(runs: list[Run], labels: list[str], colors: list[str]) -> 
         distinct = len(set(finite)) > 1  # all equal: nothing stands out
         best.append(pick(finite) if pick and distinct else None)
     head = ("<tr><th>Run</th><th>Optimizer</th>"
-            + "".join(f'<th class="num">{_e(c[0])}</th>' for c in columns)
+            + "".join(f'<th class="num">{page.e(c[0])}</th>' for c in columns)
             + "<th>Status</th><th>Diagnosis</th></tr>")
     rows = []
     for i, (run, label, color) in enumerate(zip(runs, labels, colors, strict=True)):
         star = "" if run.summary is not None else "*"
-        cells = [f"<td>{_swatch(color)}{_e(label)}{star}</td>",
-                 f"<td>{_e(describe_optimizer(run.config))}"
-                 + (f'<br><span class="muted">{_e(describe_schedule(run.config))}</span>'
+        cells = [f"<td>{_swatch(color)}{page.e(label)}{star}</td>",
+                 f"<td>{page.e(describe_optimizer(run.config))}"
+                 + (f'<br><span class="muted">{page.e(describe_schedule(run.config))}</span>'
                     if run.config else "") + "</td>"]
         for j, (_, _, fmt, _) in enumerate(columns):
             v = values[j][i]
             cls = "num best" if best[j] is not None and v == best[j] else "num"
-            cells.append(f'<td class="{cls}">{_e(fmt(v) if math.isfinite(v) else "—")}</td>')
+            cells.append(f'<td class="{cls}">{page.e(fmt(v) if math.isfinite(v) else "—")}</td>')
         css_class, status_text = status(run)
-        cells.append(f'<td class="status-{css_class}" title="{_e(status_text)}">'
-                     f'{_e(status_text.split(":")[0])}</td>')
+        cells.append(f'<td class="status-{css_class}" title="{page.e(status_text)}">'
+                     f'{page.e(status_text.split(":")[0])}</td>')
         diagnosis = diagnosis_of(run)
-        cells.append(f"<td>{_badge(diagnosis['label']) if diagnosis else '—'}</td>")
+        cells.append(f"<td>{page.badge(diagnosis['label']) if diagnosis else '—'}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="wide"><table class="runs"><thead>{head}</thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
@@ -647,72 +580,11 @@ def _config_differences(runs: list[Run], labels: list[str], colors: list[str]) -
     differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
     if len(runs) < 2 or not differing:
         return ""
-    head = "<tr><th>key</th>" + "".join(f"<th>{_swatch(c)}{_e(label)}</th>"
+    head = "<tr><th>key</th>" + "".join(f"<th>{_swatch(c)}{page.e(label)}</th>"
                                         for label, c in zip(labels, colors, strict=True))
-    rows = "".join(f"<tr><th><code>{_e(k)}</code></th>"
-                   + "".join(f"<td>{_e(_fmt_option(f[k]) if k in f else '—')}</td>"
+    rows = "".join(f"<tr><th><code>{page.e(k)}</code></th>"
+                   + "".join(f"<td>{page.e(_fmt_option(f[k]) if k in f else '—')}</td>"
                              for f in flats) + "</tr>" for k in differing)
     return f'<div class="wide"><table class="diff"><thead>{head}</thead>{rows}</table></div>'
 
 
-# -- the page ---------------------------------------------------------------------------------
-
-CSS = """
-:root { color-scheme: light; --fg: #1f2328; --muted: #59636e; --line: #d1d9e0;
-        --soft: #f6f8fa; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff;
-       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
-             sans-serif; }
-main { max-width: 1000px; margin: 0 auto; padding: 20px 20px 40px; }
-h1 { font-size: 1.7rem; margin: 0 0 .2em; overflow-wrap: anywhere; }
-h2 { font-size: 1.2rem; margin: 0 0 .15em; }
-h3 { font-size: 1rem; margin: .8em 0 .3em; }
-.kicker { margin: 0; color: var(--muted); text-transform: uppercase; letter-spacing: .06em;
-          font-size: .75rem; }
-.facts, .muted { color: var(--muted); font-size: .9rem; }
-nav { margin: 12px 0; font-size: .9rem; }
-nav a { margin-right: 14px; white-space: nowrap; }
-section { margin: 26px 0; padding-top: 10px; border-top: 1px solid var(--line); }
-.caption { color: var(--muted); margin: 0 0 10px; font-size: .92rem; }
-figure { margin: 0; }
-img { display: block; max-width: 100%; height: auto; }
-table { border-collapse: collapse; font-size: .92rem; }
-th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left;
-         vertical-align: top; }
-thead th { border-bottom: 2px solid var(--line); }
-.kv th { font-weight: 500; color: var(--muted); }
-table.runs td:first-child { white-space: nowrap; }
-td.num, th.num { white-space: nowrap; text-align: right; font-variant-numeric: tabular-nums; }
-td.best { background: #dafbe1; font-weight: 600; }
-.wide { overflow-x: auto; }
-pre { background: var(--soft); padding: 12px 14px; border-radius: 6px; overflow-x: auto;
-      font-size: .85rem; line-height: 1.4; }
-code { font-size: .9em; }
-.status { font-weight: 600; margin: .2em 0; }
-.status-finished { color: #1a7f37; }
-.status-stopped { color: #cf222e; }
-.status-incomplete { color: #9a6700; }
-.badge { display: inline-block; white-space: nowrap; padding: 1px 10px; border-radius: 999px;
-         color: #fff; font-weight: 600; font-size: .85rem; margin-right: 6px; }
-.badge-good { background: #1a7f37; }
-.badge-warn { background: #9a6700; }
-.badge-bad { background: #bc4c00; }
-.badge-fail { background: #cf222e; }
-.badge-other { background: #59636e; }
-.verdict { margin: .2em 0; }
-ul.warnings li { color: #9a3412; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px;
-          margin-right: 6px; vertical-align: -1px; }
-footer { margin-top: 30px; color: var(--muted); font-size: .8rem; }
-@media print { nav { display: none; } section { break-inside: avoid; } }
-"""
-
-
-def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<link rel="icon" href="data:,">\n'
-            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
-            f"{body}\n<footer>Written by gradwise {_e(__version__)}: one file, no scripts, "
-            f"nothing fetched from elsewhere.</footer>\n</main>\n</body>\n</html>\n")

@@ -158,7 +158,7 @@ def scatter_keys(spec) -> tuple[str, str | None] | None:
 
 
 def render(spec, stages: list[dict], summary: dict) -> str:
-    from ..report import html
+    from ..report import page
 
     metric = spec.settings.metric
     parts = [f"<h1>{escape(spec.name)} · search</h1>"]
@@ -166,17 +166,17 @@ def render(spec, stages: list[dict], summary: dict) -> str:
     if best:
         rows = [("best", f"stage {escape(best['stage'])}, trial {best['trial']}"),
                 (metric, f"{best['value']:.4f}"),
-                ("test accuracy", html.fmt_percent(best.get("test_accuracy"))),
+                ("test accuracy", page.fmt_percent(best.get("test_accuracy"))),
                 *[(k, escape(_fmt(v))) for k, v in best["params"].items()]]
-        parts.append(html._section("best", "Best trial", "Its config is best.yaml "
-                                   "(with the last stage's epochs).", html._table(rows)))
+        parts.append(page.section("best", "Best trial", "Its config is best.yaml "
+                                   "(with the last stage's epochs).", page.table(rows)))
     table = "".join(
         f"<tr><td>{escape(s['plan']['name'])}</td><td>{s['plan']['epochs']}</td>"
         f"<td>{sum(t.state.name in ('COMPLETE', 'PRUNED') for t in s['trials'])}"
         f" / {s['plan']['trials']}</td><td>"
         + "<br>".join(escape(f"{k}: {_range_text(v)}") for k, v in s["plan"]["space"].items())
         + "</td></tr>" for s in stages)
-    parts.append(html._section(
+    parts.append(page.section(
         "stages", "Stages", "Each stage's epochs, finished / planned trials and ranges.",
         f'<table class="grid"><tr><th>stage</th><th>epochs</th><th>trials</th>'
         f"<th>ranges</th></tr>{table}</table>"))
@@ -190,8 +190,8 @@ def render(spec, stages: list[dict], summary: dict) -> str:
                 narrowing_figure(spec, stages))]
     for sid, title, caption, fig in figures:
         if fig is not None:
-            parts.append(html._section(sid, title, caption, html._img(fig, title)))
-    return html._page(f"{spec.name} · gradwise search", "\n".join(parts))
+            parts.append(page.section(sid, title, caption, page.img(fig, title)))
+    return page.page(f"{spec.name} · gradwise search", "\n".join(parts))
 
 
 def _fmt(value) -> str:
