@@ -8,12 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import signal
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -261,7 +257,7 @@ BAD_INPUTS = [
     (["--optimizers", "sgd,sgd"], "name one twice"),
     (["--optimizers", "adam", "--set", "adam.lrr=0.1"],
      "optimizer 'adam' has no hyperparameter 'lrr'; accepted: lr, beta1, beta2"),
-    (["--optimizers", "adam", "--set", "adam.lr=-1"], "adam.lr=-1.0 is invalid"),
+    (["--optimizers", "adam", "--set", "adam.lr=-1"], "adam.lr=-1 is invalid"),
     (["--optimizers", "adam", "--set", "adam.lr=fast"], "adam.lr='fast' is invalid"),
     (["--optimizers", "adam", "--set", "adam.beta2=1"], "adam.beta2=1.0 is invalid"),
     (["--optimizers", "momentum", "--set", "momentum.form=leaky"],
@@ -359,96 +355,3 @@ def test_docs_page_shows_the_generated_gallery():
         for name in ("contour.png", "paths.gif"):
             assert f"lab/{scene.name}/{name}" in page
             assert (ROOT / "docs" / "lab" / scene.name / name).is_file()
-
-
-# -- the page ---------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def lab_server():
-    server = lab.make_server(0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
-def _post(url, body, content_type="application/json", host=None):
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url + "api/run", data=data, method="POST",
-                                     headers={"Content-Type": content_type})
-    if host:
-        request.add_header("Host", host)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def test_json_endpoint_computes_paths_and_rejects_bad_input(lab_server):
-    status, data = _post(lab_server, {"surface": "taco", "optimizers": ["sgd", "adam"],
-                                      "steps": 30, "hypers": {"adam": {"lr": 0.2}}})
-    assert status == 200
-    direct = lab.run(lab.get_surface("taco"), "adam", 30, hypers={"lr": 0.2})
-    np.testing.assert_array_equal(np.array(data["runs"][1]["path"]), direct.path)
-    assert data["background"]["png"].startswith("data:image/png;base64,")
-    for body, message in [
-        ({"surface": "moon", "optimizers": ["sgd"]}, "unknown surface 'moon'"),
-        ({"surface": "python:os:getcwd", "optimizers": ["sgd"]}, "unknown surface"),
-        ({"optimizers": ["sgd"], "hypers": {"sgd": {"lr": "x"}}}, "sgd.lr='x' is invalid"),
-        ({"optimizers": ["sgd"], "steps": 10 ** 6}, "at most 5000"),
-        ({"optimizers": ["sgd"], "colour": 1}, "unknown field(s) 'colour'"),
-        ({"optimizers": []}, "no optimizers given"),
-        ([1, 2], "must be a JSON object"),
-    ]:
-        status, data = _post(lab_server, body)
-        assert status == 400 and message in data["error"], (body, data)
-    assert _post(lab_server, b"{not json")[0] == 400
-    assert _post(lab_server, {"optimizers": ["sgd"]}, content_type="text/plain")[0] == 415
-    assert _post(lab_server, {"optimizers": ["sgd"]}, host="evil.example")[0] == 403
-
-
-def test_serve_command_listens_on_loopback_until_ctrl_c():
-    proc = subprocess.Popen([sys.executable, "-m", "gradwise.cli", "lab", "--serve", "--port",
-                             "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "serving on http://127.0.0.1:" in line, line + proc.stderr.read()
-        url = line.split("serving on ")[1].split()[0]
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            assert reply.status == 200 and b"gradwise optimizer lab" in reply.read()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_page_draws_the_paths_the_server_computes(lab_server, page):
-    page.goto(lab_server)
-    status = page.locator("#status")
-    status.filter(has_text="done").wait_for(timeout=20000)
-    assert page.locator("svg polyline.path").count() == 4  # sgd, momentum, nesterov, adam
-
-    page.select_option("#surface", "saddle")
-    page.uncheck("#use-nesterov")
-    page.uncheck("#use-adam")
-    page.check("#use-newton")
-    page.fill("#steps", "200")
-    page.fill("#hyper-momentum-lr", "0.02")
-    page.click("#run")
-    page.locator("#status", has_text="done: 3 paths, 200 steps").wait_for(timeout=20000)
-    paths = page.locator("svg polyline.path")
-    assert paths.count() == 3
-    assert [paths.nth(i).get_attribute("data-optimizer") for i in range(3)] == [
-        "sgd", "momentum", "newton"]
-    assert len(paths.nth(0).get_attribute("points").split()) == 201
-    assert page.locator("#table tr").count() == 4
-    assert page.errors == []
-
-    page.fill("#hyper-momentum-lr", "-1")
-    page.click("#run")
-    page.locator("#status.error", has_text="momentum.lr=-1").wait_for(timeout=20000)
-    assert [e for e in page.errors if "400" not in e] == []

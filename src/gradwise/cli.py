@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from .errors import UserError
+from .lab.runner import OPTIMIZERS as LAB_OPTIMIZERS
+from .optim import registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a YAML config",
                                 description="Train a model from a YAML config into a run "
                                             "directory (config.yaml, metrics.jsonl, "
-                                            "checkpoints/, summary.json).")
+                                            "checkpoints/, summary.json).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="optimizers (optimizer.name):\n" + textwrap.indent(
+                                    registry.describe(trainable=True), "  "))
     train.add_argument("config", nargs="?", help="the YAML config (optional with --resume)")
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5 "
@@ -99,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                     "animated paths.gif, table.csv and runs.json into --out; print the table. "
                     "--gallery renders the lecture's pictures, --serve opens a local page.",
         epilog="surfaces: taco (cond), rotated (cond, angle), saddle, monkey, wells (tilt), "
-               "rosenbrock (a, b), beale, python:MODULE:FUNCTION. optimizers: sgd, momentum, "
-               "nesterov, adagrad, rmsprop, adam, adamw, adam-nobc, newton, lbfgs. Example: "
+               "rosenbrock (a, b), beale, python:MODULE:FUNCTION. optimizers: "
+               f"{', '.join(LAB_OPTIMIZERS)}. Example: "
                "gradwise lab --surface taco --optimizers sgd,momentum,adam --set adam.lr=0.2 "
                "--set surface.cond=100 --out runs/lab-taco")
     lab.add_argument("--surface", help="the surface (default taco)")
@@ -240,22 +246,14 @@ def _lab(args) -> int:
 
 
 def _search(args) -> int:
-    import yaml
+    from .config import parse_assignment
+    from .search import Search, check_spec, check_workers, load_search
 
-    from ._checks import integer
-    from .search import Search, load_search
-
-    workers = integer("--workers", args.workers, 1)
-    overrides = {}
-    for item in args.overrides:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. train.batch_size=64")
-        key, text = item.split("=", 1)
-        try:
-            overrides[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            overrides[key.strip()] = text
-    spec = load_search(args.config, overrides)
+    overrides = dict(parse_assignment(item, example="train.batch_size=64")
+                     for item in args.overrides)
+    spec = load_search(args.config, overrides, check=False)
+    workers = check_workers(spec, args.workers)  # before the slower check of the space
+    check_spec(spec)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     summary = Search(spec, out, args.storage, resume=args.resume, quiet=args.quiet).run(workers)
     best = summary.get("best")

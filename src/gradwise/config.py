@@ -27,8 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
-
-OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw", "lbfgs")
+from .optim import registry
 
 
 class _Strict(BaseModel):
@@ -65,8 +64,9 @@ class OptimizerConfig(_Open):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name.lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {name!r}; accepted: {', '.join(OPTIMIZERS)}")
+        accepted = registry.names(trainable=True)
+        if name.lower() not in accepted:
+            raise ValueError(f"unknown optimizer {name!r}; accepted: {', '.join(accepted)}")
         return name.lower()
 
 
@@ -141,7 +141,7 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _full_batch_default(self):
         if self.train.full_batch is None:
-            self.train.full_batch = self.optimizer.name == "lbfgs"
+            self.train.full_batch = registry.get(self.optimizer.name).full_batch
         return self
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import _io
 from .._checks import integer, number
+from ..config import parse_assignment
 from ..errors import UserError
 from . import plots
 from .runner import OPTIMIZERS, Run, compare, get_optimizer, settings_text
@@ -161,16 +162,16 @@ def write_files(out: Path, files: dict[str, bytes]) -> None:
 
 
 def parse_settings(items, optimizers) -> tuple[dict, dict]:
-    """``["surface.cond=100", "adam.lr=0.1", ...]`` as ``(surface_params, hypers)``; names are
-    checked, values are parsed later by the surface and the optimizers."""
+    """``["surface.cond=100", "adam.lr=0.1", ...]`` as ``(surface_params, hypers)`` (split and
+    read by :func:`gradwise.config.parse_assignment`); names are checked here, values by the
+    surface and the optimizers."""
     surface_params, hypers = {}, {}
     for item in items or ():
-        key, sep, value = str(item).partition("=")
-        owner, dot, name = key.strip().partition(".")
-        if not sep or not dot or not owner or not name or not value.strip():
+        key, value = parse_assignment(item, example="adam.lr=0.1 or surface.cond=100")
+        owner, _, name = key.partition(".")
+        if "." in name or not name or value is None:
             raise UserError(f"--set {item!r}: expected OPTIMIZER.NAME=VALUE or "
                             "surface.NAME=VALUE, e.g. adam.lr=0.1 or surface.cond=100")
-        value = value.strip()
         if owner == "surface":
             surface_params[name] = value
             continue

@@ -8,16 +8,15 @@ path is exactly what the library does. Optional gradient noise (the minibatch pi
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from .. import optim
 from .._checks import integer, number
 from ..errors import UserError
+from ..optim import registry
+from ..optim.registry import Hyper
 from .surfaces import Surface
 
 #: A run stops ("diverged") once the parameters leave this radius or stop being finite.
@@ -25,151 +24,71 @@ DIVERGED = 1e6
 
 
 @dataclass(frozen=True)
-class Hyper:
-    """One hyperparameter of a lab optimizer: kind ``float``, ``int``, ``bool`` or ``choice``."""
-
-    name: str
-    default: object
-    kind: str = "float"
-    low: float = 0.0
-    high: float = math.inf
-    open_low: bool = False
-    open_high: bool = False
-    choices: tuple = ()
-    help: str = ""
-
-    def parse(self, optimizer: str, raw):
-        """``raw`` (a string from the command line, or a JSON value) as this kind, checked."""
-        name = f"{optimizer}.{self.name}"
-        if self.kind == "bool":
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("true", "1", "yes", "on"):
-                return True
-            if text in ("false", "0", "no", "off"):
-                return False
-            raise UserError(f"{name}={raw!r} is invalid; {name} must be true or false")
-        if self.kind == "choice":
-            if raw not in self.choices:
-                raise UserError(f"{name}={raw!r} is invalid; accepted: "
-                                f"{', '.join(map(str, self.choices))}")
-            return raw
-        value = raw
-        if isinstance(raw, str):
-            try:
-                value = int(raw) if self.kind == "int" else float(raw)
-            except ValueError:
-                value = raw
-        if self.kind == "int":
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            return integer(name, value, int(self.low))
-        return number(name, value, self.low, self.high, open_low=self.open_low,
-                      open_high=self.open_high)
-
-
-def _lr(help_text="learning rate (default: the surface's)"):
-    return Hyper("lr", None, low=0.0, open_low=True, help=help_text)
-
-
-_EPS_INSIDE = Hyper("eps_inside", False, kind="bool", help="sqrt(v + eps), not sqrt(v) + eps")
-_BETAS = (Hyper("beta1", 0.9, high=1.0, open_high=True, help="first-moment decay"),
-          Hyper("beta2", 0.999, high=1.0, open_high=True, help="second-moment decay"),
-          Hyper("eps", 1e-8, open_low=True, help="added to sqrt(v)"), _EPS_INSIDE)
-
-
-@dataclass(frozen=True)
 class LabOptimizer:
-    """A lab optimizer: a gradwise optimizer class with fixed options and tunable hypers.
-
-    ``build(params, values)`` makes the optimizer; ``newton`` marks the closure without
-    backward that :class:`gradwise.optim.Newton` takes.
-    """
+    """A lab optimizer: a registered optimizer (:mod:`gradwise.optim.registry`) with some of
+    its hyperparameters fixed (``fixed``), others shown with the lab's own defaults
+    (``defaults``; ``lr`` None: the surface's), e.g. ``momentum`` = SGD with ``momentum=0.9``
+    and ``nesterov=False``. ``build(params, values)`` makes the optimizer."""
 
     name: str
     title: str
-    hypers: tuple[Hyper, ...]
-    build: Callable
-    newton: bool = False
+    optimizer: str
+    shown: tuple[str, ...]
+    fixed: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def entry(self) -> registry.Entry:
+        return registry.get(self.optimizer)
+
+    @property
+    def hypers(self) -> tuple[Hyper, ...]:
+        """The hyperparameters a user may set, with the lab's defaults."""
+        defaults = {"lr": None, **self.defaults}
+        return tuple(replace(self.entry.hyper(n), default=defaults[n]) if n in defaults
+                     else self.entry.hyper(n) for n in self.shown)
+
+    @property
+    def newton(self) -> bool:
+        """Whether the closure is evaluated without backward (Newton builds its Hessian)."""
+        return self.optimizer == "newton"
 
     def hyper(self, key: str) -> Hyper:
         for h in self.hypers:
             if h.name == key:
                 return h
         raise UserError(f"optimizer {self.name!r} has no hyperparameter {key!r}; accepted: "
-                        f"{', '.join(h.name for h in self.hypers)}")
+                        f"{', '.join(self.shown)}")
+
+    def build(self, params, values: dict) -> torch.optim.Optimizer:
+        return self.entry.build(params, {**values, **self.fixed}, **self.extra)
 
 
-def _sgd(momentum=0.0, nesterov=False):
-    def build(params, v):
-        return optim.SGD(params, lr=v["lr"], momentum=v.get("momentum", momentum),
-                         dampening=v.get("dampening", 0.0), nesterov=nesterov,
-                         weight_decay=v["weight_decay"],
-                         momentum_form=v.get("form", "torch"))
-    return build
-
-
-def _adam(cls, bias_correction=True):
-    def build(params, v):
-        kwargs = dict(lr=v["lr"], betas=(v["beta1"], v["beta2"]), eps=v["eps"],
-                      weight_decay=v["weight_decay"], amsgrad=v["amsgrad"],
-                      bias_correction=bias_correction, eps_inside=v["eps_inside"])
-        return cls(params, **kwargs)
-    return build
-
-
-_WD = Hyper("weight_decay", 0.0, help="L2 penalty (decoupled for adamw)")
-_MOMENTUM = (Hyper("momentum", 0.9, high=1.0, open_high=True, help="momentum mu (rho)"),
-             Hyper("form", "torch", kind="choice", choices=("torch", "velocity"),
-                   help="torch's b = mu b + g; x -= lr b, or the velocity form"))
+_ADAM = ("lr", "beta1", "beta2", "eps", "eps_inside", "weight_decay", "amsgrad")
 
 #: The lab's optimizers, by lab name.
 OPTIMIZERS: dict[str, LabOptimizer] = {o.name: o for o in (
-    LabOptimizer("sgd", "SGD", (_lr(), _WD), _sgd()),
-    LabOptimizer("momentum", "SGD + momentum",
-                 (_lr(), *_MOMENTUM, Hyper("dampening", 0.0, high=1.0), _WD),
-                 _sgd(momentum=0.9)),
-    LabOptimizer("nesterov", "Nesterov momentum", (_lr(), *_MOMENTUM, _WD),
-                 _sgd(momentum=0.9, nesterov=True)),
-    LabOptimizer("adagrad", "AdaGrad",
-                 (_lr(), Hyper("lr_decay", 0.0), Hyper("eps", 1e-10, open_low=True),
-                  _EPS_INSIDE, Hyper("initial_accumulator_value", 0.0), _WD),
-                 lambda params, v: optim.Adagrad(
-                     params, lr=v["lr"], lr_decay=v["lr_decay"], eps=v["eps"],
-                     initial_accumulator_value=v["initial_accumulator_value"],
-                     weight_decay=v["weight_decay"], eps_inside=v["eps_inside"])),
-    LabOptimizer("rmsprop", "RMSProp",
-                 (_lr(), Hyper("alpha", 0.99, high=1.0, help="decay rate of the squares"),
-                  Hyper("eps", 1e-8, open_low=True), _EPS_INSIDE,
-                  Hyper("momentum", 0.0, high=1.0, open_high=True),
-                  Hyper("centered", False, kind="bool"), _WD),
-                 lambda params, v: optim.RMSprop(
-                     params, lr=v["lr"], alpha=v["alpha"], eps=v["eps"],
-                     momentum=v["momentum"], centered=v["centered"],
-                     weight_decay=v["weight_decay"], eps_inside=v["eps_inside"])),
-    LabOptimizer("adam", "Adam", (_lr(), *_BETAS, _WD, Hyper("amsgrad", False, kind="bool")),
-                 _adam(optim.Adam)),
-    LabOptimizer("adamw", "AdamW",
-                 (_lr(), *_BETAS, Hyper("weight_decay", 0.01, help="decoupled decay"),
-                  Hyper("amsgrad", False, kind="bool")), _adam(optim.AdamW)),
-    LabOptimizer("adam-nobc", "Adam, no bias correction",
-                 (_lr(), *_BETAS, _WD, Hyper("amsgrad", False, kind="bool")),
-                 _adam(optim.Adam, bias_correction=False)),
-    LabOptimizer("newton", "Newton",
-                 (Hyper("lr", 1.0, open_low=True, help="step fraction"),
-                  Hyper("damping", 0.0, help="Levenberg-Marquardt shift of H")),
-                 lambda params, v: optim.Newton(params, lr=v["lr"], damping=v["damping"]),
-                 newton=True),
-    LabOptimizer("lbfgs", "L-BFGS",
-                 (Hyper("lr", 1.0, open_low=True, help="initial step of the line search"),
-                  Hyper("history_size", 10, kind="int", low=1),
-                  Hyper("line_search", "strong_wolfe", kind="choice",
-                        choices=("strong_wolfe", "none"))),
-                 lambda params, v: optim.LBFGS(
-                     params, lr=v["lr"], max_iter=1, history_size=v["history_size"],
-                     line_search_fn=None if v["line_search"] == "none" else "strong_wolfe",
-                     tolerance_grad=1e-12, tolerance_change=1e-15)),
+    LabOptimizer("sgd", "SGD", "sgd", ("lr", "weight_decay"), fixed={"momentum": 0.0}),
+    LabOptimizer("momentum", "SGD + momentum", "sgd",
+                 ("lr", "momentum", "form", "dampening", "weight_decay"),
+                 fixed={"nesterov": False}, defaults={"momentum": 0.9}),
+    LabOptimizer("nesterov", "Nesterov momentum", "sgd", ("lr", "momentum", "form",
+                                                          "weight_decay"),
+                 fixed={"nesterov": True}, defaults={"momentum": 0.9}),
+    LabOptimizer("adagrad", "AdaGrad", "adagrad",
+                 ("lr", "lr_decay", "eps", "eps_inside", "initial_accumulator_value",
+                  "weight_decay")),
+    LabOptimizer("rmsprop", "RMSProp", "rmsprop",
+                 ("lr", "alpha", "eps", "eps_inside", "momentum", "centered", "weight_decay")),
+    LabOptimizer("adam", "Adam", "adam", _ADAM),
+    LabOptimizer("adamw", "AdamW", "adamw", _ADAM),
+    LabOptimizer("adam-nobc", "Adam, no bias correction", "adam", _ADAM,
+                 extra={"bias_correction": False}),
+    LabOptimizer("newton", "Newton", "newton", ("lr", "damping"), defaults={"lr": 1.0}),
+    LabOptimizer("lbfgs", "L-BFGS", "lbfgs", ("lr", "history_size", "line_search"),
+                 defaults={"lr": 1.0, "history_size": 10},
+                 extra={"max_iter": 1, "tolerance_grad": 1e-12, "tolerance_change": 1e-15}),
 )}
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from .. import _checks
 from ..config import Config, load_config
 from ..errors import UserError
+from ..optim import registry
 
 SMOOTHING_DECADES = 0.2
 SEED_SPREAD_WARNING = 3.0      # max/min of one suggestion over the seeds
@@ -126,9 +127,10 @@ def lr_find(config: Config | dict | str | Path, *, seeds: tuple[int, ...] = (0, 
     base = load_config(config)
     if not seeds:
         raise UserError("seeds is empty; give at least one seed")
-    if base.optimizer.name == "lbfgs":
-        raise UserError("lr-find sweeps the learning rate of a first-order optimizer; lbfgs "
-                        "takes lr 1 and finds its step by line search")
+    if registry.get(base.optimizer.name).full_batch:
+        raise UserError(f"lr-find sweeps the learning rate of a minibatch optimizer; "
+                        f"{base.optimizer.name} steps on the full batch and finds its step by "
+                        f"line search")
     curves, per_seed = [], {"steepest": [], "min_over_10": []}
     for seed in seeds:
         trainer = Trainer(base.model_copy(update={"seed": seed}), out=None, quiet=True)

@@ -37,18 +37,16 @@ from torch import Tensor, nn
 
 from .. import _io
 from .. import optim as gopt
-from ..augment import Augment, tta_predict
+from ..augment import Augment
 from ..config import Config, dump, load_config
 from ..data import Splits, load_data
 from ..errors import UserError
-from ..nn import build_model, mc_predict, weight_penalty
+from ..nn import build_model, mc_predict, tta_predict, weight_penalty
 from ..schedules import LRScheduler, build_schedule
 from .diagnosis import diagnose
 from .monitor import Monitor
 from .progress import Progress
 
-OPTIMIZER_CLASSES = {"sgd": gopt.SGD, "adagrad": gopt.Adagrad, "rmsprop": gopt.RMSprop,
-                     "adam": gopt.Adam, "adamw": gopt.AdamW, "lbfgs": gopt.LBFGS}
 # schedules whose length defaults to the length of training
 _SIZED = {"cosine": "total_steps", "onecycle": "total_steps"}
 
@@ -458,7 +456,7 @@ def fit(config: Config | dict | str | Path, out: str | Path | None = None, *,
 
 def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     ocfg = cfg.optimizer
-    cls = OPTIMIZER_CLASSES[ocfg.name]
+    cls = gopt.registry.get(ocfg.name, trainable=True).cls
     options = ocfg.options()
     accepted = [p for p in inspect.signature(cls.__init__).parameters
                 if p not in ("self", "params", "lr", "weight_decay")]
