@@ -1,4 +1,5 @@
-"""The optimizer lab: theory as the oracle, the lecture's claims, the outputs, the page.
+"""The optimizer lab: theory as the oracle, the lecture's claims, the outputs (the page and
+its API: test_lab_server.py).
 
 Every number here comes from the lab's own runs, which drive gradwise's optimizer classes.
 """
