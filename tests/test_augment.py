@@ -3,6 +3,7 @@ guarantees (labels, shapes, ranges, seeds, order) and every validation error."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 import gradwise.augment as ga
-from gradwise.augment import Augment, tta_predict
+from gradwise.augment import Augment
 from gradwise.errors import UserError
 
 CIFAR = (Path(__file__).resolve().parents[2]
@@ -162,6 +163,73 @@ def test_mixed_targets_train_with_cross_entropy_and_label_smoothing(digits):
     loss = F.cross_entropy(logits, target, label_smoothing=0.1)
     loss.backward()
     assert torch.isfinite(loss) and logits.grad is not None
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+def test_ops_follow_the_registry_and_public_functions_share_its_defaults():
+    assert ga.OPS == tuple(ga._REGISTRY) == ("flip", "crop", "resized_crop", "translate",
+                                             "color_jitter", "cutout", "mixup", "cutmix")
+    for name, op in ga._REGISTRY.items():
+        assert op.name == name
+        params = inspect.signature(getattr(ga, name)).parameters
+        options = {key: p.default for key, p in params.items()
+                   if p.kind is p.KEYWORD_ONLY and key not in ("mean", "std", "value_range",
+                                                               "num_classes")}
+        assert options == op.defaults, name
+
+
+def test_a_new_op_is_one_record(monkeypatch, digits):
+    """A kernel and one record: Augment checks, orders, shows and runs it, with its context."""
+    def negate(x, g, scale, value_range):
+        return (-scale * x).clamp(*value_range)
+
+    record = ga._Op("negate", negate, {"scale": (1.0, ga._unit)}, ("images",),
+                    context=("value_range",))
+    monkeypatch.setitem(ga._REGISTRY, "negate", record)
+    x, y = digits[0][:16], digits[1][:16]
+    aug = Augment({"negate": {"scale": 0.5}, "flip": {"p": 1}}, input_shape=(1, 8, 8),
+                  num_classes=10, value_range=(-1, 1))
+    assert aug.ops == {"flip": {"p": 1.0}, "negate": {"scale": 0.5}}
+    assert repr(aug) == "Augment(flip(p=1.0) -> negate(scale=0.5); input_shape=(1, 8, 8))"
+    out, target = aug(x, y, gen())
+    assert torch.equal(out, (-0.5 * x.flip(-1)).clamp(-1, 1)) and target is y
+    with pytest.raises(UserError, match=r"negate.scale=2 is invalid; negate.scale must be a "
+                                        r"number in \[0, 1\]"):
+        Augment({"negate": {"scale": 2}}, input_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(UserError, match=r"negate needs images \(C, H, W\); these samples have "
+                                        r"shape \(40,\)"):
+        Augment({"negate": {}}, input_shape=(40,), num_classes=10)
+
+
+def test_three_mixing_ops_each_make_a_third_of_the_batches(monkeypatch):
+    def half(x, g, alpha):
+        lam = torch.tensor(0.25, dtype=x.dtype)
+        return lam, lam, torch.zeros((), dtype=torch.bool)
+
+    monkeypatch.setitem(ga._REGISTRY, "half", ga._Op("half", half, {"alpha": (1.0, ga._unit)},
+                                                     ("images",), mixes=True))
+    aug = Augment({"half": {}, "cutmix": {}, "mixup": {}, "flip": {}}, input_shape=(1, 6, 6),
+                  num_classes=3)
+    assert repr(aug).endswith("mixup(alpha=0.2) | cutmix(alpha=1.0) | half(alpha=1.0); "
+                              "input_shape=(1, 6, 6))")
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    g, n = gen(18), 600
+    mixed = [ga._mix(x, y, g, 3, [(op, aug.ops[op.name]) for op, _ in aug._ops if op.mixes])
+             for _ in range(n)]
+    by_half = sum(float(m.lam) == 0.25 and not bool(m.cut) for m in mixed)
+    by_cutmix = sum(bool(m.cut) for m in mixed)
+    sigma = math.sqrt(n * (1 / 3) * (2 / 3))
+    for count in (by_half, by_cutmix, n - by_half - by_cutmix):
+        assert abs(count - n / 3) < 5 * sigma
+
+
+def test_null_saturation_is_the_default():
+    kw = dict(input_shape=(3, 8, 8), num_classes=10)
+    assert Augment({"color_jitter": {"saturation": None}}, **kw).ops["color_jitter"] == {
+        "brightness": 0.4, "contrast": 0.4, "saturation": 0.4}
+    grey = dict(input_shape=(1, 8, 8), num_classes=10)
+    assert Augment({"color_jitter": {}}, **grey).ops["color_jitter"]["saturation"] == 0.0
 
 
 # -- flip -----------------------------------------------------------------------------------------
@@ -357,16 +425,21 @@ def test_cutmix_lambda_is_the_unchanged_fraction(shape):
             assert box[2] * box[3] == round((1 - float(fraction)) * 10 * 13)
 
 
+def mixers(**alphas):
+    """The (record, options) pairs ``_mix`` takes, e.g. ``mixers(mixup=0.2, cutmix=1.0)``."""
+    return [(ga._REGISTRY[name], {"alpha": alpha}) for name, alpha in alphas.items()]
+
+
 def test_mixup_or_cutmix_each_half_the_batches():
     x, y = torch.randn(16, 1, 6, 6), torch.randint(0, 3, (16,))
     g = gen(14)
-    cuts = [bool(ga._mix(x, y, g, 3, 0.2, 1.0).cut) for _ in range(400)]
+    cuts = [bool(ga._mix(x, y, g, 3, mixers(mixup=0.2, cutmix=1.0)).cut) for _ in range(400)]
     assert abs(sum(cuts) - 200) < 5 * 10
     aug = Augment({"mixup": {}, "cutmix": {}}, input_shape=(1, 6, 6), num_classes=3)
     g1, g2 = gen(15), gen(15)
     for _ in range(10):
         out, target = aug(x, y, g1)
-        ref = ga._mix(x, y, g2, 3, 0.2, 1.0)
+        ref = ga._mix(x, y, g2, 3, mixers(mixup=0.2, cutmix=1.0))
         assert torch.equal(out, ref.x) and torch.equal(target, ref.target)
 
 
@@ -445,51 +518,6 @@ def test_color_jitter_on_grey_images_skips_saturation(digits):
     assert out.shape == (20, 1, 8, 8)
     with pytest.raises(UserError, match="saturation needs 3-channel"):
         ga.color_jitter(x[:4], gen(), saturation=0.3)
-
-
-# -- test-time augmentation -----------------------------------------------------------------------
-
-class FlipInvariant(torch.nn.Module):
-    """logits(x) = f(x) + f(flip(x)), with a dropout that eval mode switches off."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-        self.drop = torch.nn.Dropout(0.5)
-
-    def forward(self, x):
-        return self.drop(self.f(x) + self.f(x.flip(-1)))
-
-
-def test_tta_on_a_flip_invariant_model_equals_plain_prediction(digits):
-    x = digits[0][:300]
-    model = FlipInvariant()
-    model.drop.eval()  # a mixed-mode model: tta_predict must restore each module's own mode
-    plain = torch.softmax(model.eval()(x), 1)
-    model.train()
-    model.drop.eval()
-    probs = tta_predict(model, x, flip=True, batch_size=64)
-    torch.testing.assert_close(probs, plain)
-    assert model.training and model.f.training and not model.drop.training
-
-
-def test_tta_shift_averages_the_shifted_views(digits):
-    x = digits[0][:50]
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-
-    def shifted(dy, dx):
-        return F.pad(x, (1, 1, 1, 1))[..., 1 - dy:9 - dy, 1 - dx:9 - dx]
-
-    views = [x, x.flip(-1), shifted(1, 0), shifted(-1, 0), shifted(0, 1), shifted(0, -1)]
-    expected = torch.stack([torch.softmax(model(v), 1) for v in views]).mean(0)
-    torch.testing.assert_close(tta_predict(model, x, flip=True, shift=1, batch_size=7),
-                               expected)
-    seq = torch.randn(20, 1, 40)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 4))
-    seq_views = [seq, roll_with_zeros(seq, 2), roll_with_zeros(seq, -2)]
-    expected = torch.stack([torch.softmax(net(v), 1) for v in seq_views]).mean(0)
-    torch.testing.assert_close(tta_predict(net, seq, shift=2), expected)
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -576,13 +604,3 @@ def test_call_and_function_errors():
         ga.translate(torch.zeros(2, 40), gen(), max_shift=-1)
     with pytest.raises(UserError, match="num_classes=0 is invalid"):
         ga.mixup(torch.zeros(2, 5), y, gen(), num_classes=0)
-    model = torch.nn.Flatten()
-    with pytest.raises(UserError, match=r"flip needs images"):
-        tta_predict(model, torch.zeros(2, 1, 40), flip=True)
-    with pytest.raises(UserError, match=r"shift=40 is invalid; shift must be an integer in "
-                                        r"\[0, 39\]"):
-        tta_predict(model, torch.zeros(2, 1, 40), shift=40)
-    with pytest.raises(UserError, match="flip=1 is invalid"):
-        tta_predict(model, torch.zeros(2, 3, 4, 4), flip=1)
-    with pytest.raises(UserError, match="batch_size=0 is invalid"):
-        tta_predict(model, torch.zeros(2, 3, 4, 4), batch_size=0)

@@ -1,5 +1,6 @@
 """Regularizers: weight penalties against torch's weight decay, dropout's defining properties,
-DropConnect, stochastic depth, fractional max-pooling, Monte-Carlo prediction, model options."""
+DropConnect, stochastic depth, fractional max-pooling, Monte-Carlo prediction and test-time
+augmentation, model options."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from gradwise.nn import (
     FractionalMaxPool2d,
     build_model,
     mc_predict,
+    tta_predict,
     weight_penalty,
 )
 
@@ -505,6 +507,73 @@ def test_mc_predict_restores_modes_on_error_and_checks_its_arguments():
         mc_predict(model, torch.randn(4, 3), samples=0)
     with pytest.raises(UserError, match=r"batch_size=2.5 is invalid"):
         mc_predict(model, torch.randn(4, 3), batch_size=2.5)
+
+
+# -- tta_predict -----------------------------------------------------------------------------
+
+def digit_images(digits, n):
+    return digits[0][:n].float().view(n, 1, 8, 8)
+
+
+class FlipInvariant(nn.Module):
+    """logits(x) = f(x) + f(flip(x)), with a dropout that eval mode switches off."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.f = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.f(x) + self.f(x.flip(-1)))
+
+
+def test_tta_on_a_flip_invariant_model_equals_plain_prediction(digits):
+    x = digit_images(digits, 300)
+    model = FlipInvariant()
+    model.drop.eval()  # a mixed-mode model: tta_predict must restore each module's own mode
+    plain = torch.softmax(model.eval()(x), 1)
+    model.train()
+    model.drop.eval()
+    probs = tta_predict(model, x, flip=True, batch_size=64)
+    torch.testing.assert_close(probs, plain)
+    assert model.training and model.f.training and not model.drop.training
+
+
+def test_tta_shift_averages_the_shifted_views(digits):
+    x = digit_images(digits, 50)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def shifted(dy, dx):
+        return F.pad(x, (1, 1, 1, 1))[..., 1 - dy:9 - dy, 1 - dx:9 - dx]
+
+    views = [x, x.flip(-1), shifted(1, 0), shifted(-1, 0), shifted(0, 1), shifted(0, -1)]
+    expected = torch.stack([torch.softmax(model(v), 1) for v in views]).mean(0)
+    torch.testing.assert_close(tta_predict(model, x, flip=True, shift=1, batch_size=7),
+                               expected)
+    seq = torch.randn(20, 1, 40)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(40, 4))
+    seq_views = [seq, F.pad(seq, (2, 0))[..., :40], F.pad(seq, (0, 2))[..., 2:]]
+    expected = torch.stack([torch.softmax(net(v), 1) for v in seq_views]).mean(0)
+    torch.testing.assert_close(tta_predict(net, seq, shift=2), expected)
+
+
+def test_tta_errors():
+    model = nn.Flatten()
+    with pytest.raises(UserError, match=r"flip needs images \(C, H, W\); x has shape "
+                                        r"\(2, 1, 40\), samples of shape \(1, 40\)"):
+        tta_predict(model, torch.zeros(2, 1, 40), flip=True)
+    with pytest.raises(UserError, match=r"shift=40 is invalid; shift must be an integer in "
+                                        r"\[0, 39\]"):
+        tta_predict(model, torch.zeros(2, 1, 40), shift=40)
+    with pytest.raises(UserError, match=r"shift needs images"):
+        tta_predict(model, torch.zeros(2, 2, 3, 4, 5), shift=1)
+    with pytest.raises(UserError, match="flip=1 is invalid"):
+        tta_predict(model, torch.zeros(2, 3, 4, 4), flip=1)
+    with pytest.raises(UserError, match="batch_size=0 is invalid"):
+        tta_predict(model, torch.zeros(2, 3, 4, 4), batch_size=0)
+    with pytest.raises(UserError, match="x must be a floating-point batch"):
+        tta_predict(model, torch.zeros(2, 3, dtype=torch.long))
 
 
 # -- model options ---------------------------------------------------------------------------

@@ -30,6 +30,11 @@ matrix of class probabilities (x's dtype). ``F.cross_entropy(logits, target)`` t
 ``label_smoothing`` too). With both ``mixup`` and ``cutmix``, each batch uses one of the two,
 chosen with probability 1/2 by a coin drawn from the generator.
 
+Each op is one :class:`_Op` record in ``_REGISTRY`` (its kernel, its options with their
+defaults and checks, the samples it takes); the registry's order is the canonical order, and
+:data:`OPS`, the checks and :class:`Augment` all read it. Adding an op is writing its kernel
+``_name(x, generator, **options)``, one record, and a one-line public function.
+
 Example (flip and crop 8x8 digits; labels pass through)::
 
     >>> import torch
@@ -48,8 +53,10 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,33 +66,8 @@ from ._checks import choice, integer, number
 from .errors import UserError
 
 __all__ = ["OPS", "Augment", "Mixed", "color_jitter", "crop", "cutmix", "cutout", "flip",
-           "mixup", "resized_crop", "translate", "tta_predict"]
+           "mixup", "resized_crop", "translate"]
 
-#: Default options of each op, in the canonical order the ops run in.
-_DEFAULTS: dict[str, dict] = {
-    "flip": {"p": 0.5},
-    "crop": {"padding": 4, "fill": "zero"},
-    "resized_crop": {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3)},
-    "translate": {"max_shift": 4},
-    "color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4},
-    "cutout": {"size": 8, "p": 1.0},
-    "mixup": {"alpha": 0.2},
-    "cutmix": {"alpha": 1.0},
-}
-#: The ops :class:`Augment` accepts, in the order they run.
-OPS: tuple[str, ...] = tuple(_DEFAULTS)
-_MIXING = ("mixup", "cutmix")
-#: Which samples each op takes, and a hint for the others.
-_TAKES: dict[str, tuple[tuple[str, ...], str]] = {
-    "flip": (("images",), ""),
-    "crop": (("images",), "for sequences use translate"),
-    "resized_crop": (("images",), "for sequences use translate"),
-    "translate": (("sequences",), "for images use crop"),
-    "color_jitter": (("images",), ""),
-    "cutout": (("images", "sequences"), ""),
-    "mixup": (("images", "sequences", "other"), ""),
-    "cutmix": (("images", "sequences"), "for other samples use mixup"),
-}
 _SAMPLE_FORMS = {"images": "(C, H, W)", "sequences": "(C, L) or (L,)"}
 #: ITU-R BT.601 luma weights of (R, G, B): the grey level of a colour image.
 _LUMA = (0.299, 0.587, 0.114)
@@ -94,20 +76,10 @@ _CROP_TRIES = 10
 _GAMMA_TRIES = 16
 
 
-# -- checks ----------------------------------------------------------------------------------
+# -- checks of samples and data ---------------------------------------------------------------
 
 def _kind(sample_shape: tuple[int, ...]) -> str:
     return {3: "images", 2: "sequences", 1: "sequences"}.get(len(sample_shape), "other")
-
-
-def _needs(op: str, sample_shape: tuple[int, ...], what: str = "these samples have") -> None:
-    """Raise unless ``op`` takes samples of ``sample_shape``."""
-    kinds, hint = _TAKES[op]
-    if _kind(sample_shape) in kinds:
-        return
-    forms = " or ".join(f"{k} {_SAMPLE_FORMS[k]}" for k in kinds if k in _SAMPLE_FORMS)
-    shape = tuple(sample_shape)
-    raise UserError(f"{op} needs {forms}; {what} shape {shape}" + (f"; {hint}" if hint else ""))
 
 
 def _int_in(name: str, value, low: int, high: int, why: str) -> int:
@@ -152,47 +124,6 @@ def _spatial(sample_shape: tuple[int, ...]) -> tuple[int, str]:
     return sample_shape[-1], f"for sequences of length {sample_shape[-1]}"
 
 
-def _options(op: str, given: Mapping, sample_shape: tuple[int, ...], channels: int | None) -> dict:
-    """The options of ``op`` with defaults filled in, each checked; ``channels`` is the number
-    of image channels where known (color_jitter's saturation needs 3)."""
-    unknown = [key for key in given if key not in _DEFAULTS[op]]
-    if unknown:
-        raise UserError(f"{op}: unknown option {unknown[0]!r}; accepted: "
-                        f"{', '.join(_DEFAULTS[op])}")
-    o = {**_DEFAULTS[op], **given}
-
-    def name(key):
-        return f"{op}.{key}"
-
-    if op in ("flip", "cutout"):
-        o["p"] = number(name("p"), o["p"], 0, 1)
-    if op == "crop":
-        size, where = _spatial(sample_shape)
-        o["padding"] = _int_in(name("padding"), o["padding"], 0, size - 1, where)
-        o["fill"] = choice(name("fill"), o["fill"], ("zero", "reflect"))
-    elif op == "resized_crop":
-        o["scale"] = _interval(name("scale"), o["scale"], 0, 1, open_low=True)
-        o["ratio"] = _interval(name("ratio"), o["ratio"], 0, math.inf, open_low=True)
-    elif op == "translate":
-        size, where = _spatial(sample_shape)
-        o["max_shift"] = _int_in(name("max_shift"), o["max_shift"], 0, size - 1, where)
-    elif op == "color_jitter":
-        for key in ("brightness", "contrast", "saturation"):
-            o[key] = number(name(key), o[key], 0, 1)
-        if channels != 3:
-            if given.get("saturation", 0) != 0:
-                raise UserError(f"{op}.saturation={given['saturation']!r} is invalid: saturation "
-                                f"needs 3-channel (RGB) images and these have {channels}; "
-                                "leave it out (only brightness and contrast apply)")
-            o["saturation"] = 0.0
-    elif op == "cutout":
-        size, where = _spatial(sample_shape)
-        o["size"] = _int_in(name("size"), o["size"], 1, size, where)
-    elif op in _MIXING:
-        o["alpha"] = number(name("alpha"), o["alpha"], 0, open_low=True)
-    return o
-
-
 def _check_x(who: str, x) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
         raise UserError(f"{who}: x must be a floating-point tensor (N, ...) of samples; got "
@@ -207,13 +138,6 @@ def _check_generator(who: str, x: Tensor, generator) -> None:
     if generator.device.type != x.device.type:
         raise UserError(f"{who}: the generator is on {generator.device} but x on {x.device}; "
                         "use torch.Generator(device=x.device)")
-
-
-def _check_batch(op: str, x, generator) -> None:
-    """Raise unless ``x`` is a floating batch ``op`` takes and ``generator`` shares its device."""
-    _check_x(op, x)
-    _needs(op, tuple(x.shape[1:]), what=f"x has shape {tuple(x.shape)}, samples of")
-    _check_generator(op, x, generator)
 
 
 def _check_labels(y, n: int) -> None:
@@ -255,6 +179,125 @@ def _value_range(value) -> tuple[float, float] | None:
         raise UserError(f"value_range={list(value)!r} is invalid; value_range must be "
                         "[min, max] of the raw data with min < max")
     return lo, hi
+
+
+def _needs(op: str, sample_shape: tuple[int, ...], what: str = "these samples have") -> None:
+    """Raise unless ``op`` takes samples of ``sample_shape``."""
+    _REGISTRY[op].needs(sample_shape, what)
+
+
+def _check_batch(op: str, x, generator) -> None:
+    """Raise unless ``x`` is a floating batch ``op`` takes and ``generator`` shares its device."""
+    _check_x(op, x)
+    _needs(op, tuple(x.shape[1:]), what=f"x has shape {tuple(x.shape)}, samples of")
+    _check_generator(op, x, generator)
+
+
+def _call(op: str, x: Tensor, generator: torch.Generator, **given) -> Tensor:
+    """The public function of ``op``: check ``x``, ``generator`` and the options, then run the
+    kernel."""
+    _check_batch(op, x, generator)
+    record = _REGISTRY[op]
+    return record.apply(x, generator, **record.check(given, tuple(x.shape[1:])))
+
+
+# -- one record per op ------------------------------------------------------------------------
+
+#: An option's check: ``check(f"{op}.{option}", value, sample_shape)`` returns the value to use
+#: or raises :class:`UserError` naming the option and what it accepts.
+_Check = Callable[[str, Any, tuple[int, ...]], Any]
+
+
+def _unit(name: str, value, sample: tuple[int, ...]) -> float:
+    """A number in ``[0, 1]`` (a probability or a jitter strength)."""
+    return number(name, value, 0, 1)
+
+
+def _positive(name: str, value, sample: tuple[int, ...]) -> float:
+    """A finite number ``> 0``."""
+    return number(name, value, 0, open_low=True)
+
+
+def _sized(low: int, margin: int) -> _Check:
+    """An integer in ``[low, size - margin]``, ``size`` the smallest spatial side of a sample."""
+    def check(name: str, value, sample: tuple[int, ...]) -> int:
+        size, where = _spatial(sample)
+        return _int_in(name, value, low, size - margin, where)
+    return check
+
+
+def _one_of(*choices: str) -> _Check:
+    """One of ``choices``."""
+    return lambda name, value, sample: choice(name, value, choices)
+
+
+def _range_in(high: float) -> _Check:
+    """A pair ``(lo, hi)`` with ``0 < lo <= hi <= high``."""
+    return lambda name, value, sample: _interval(name, value, 0, high, open_low=True)
+
+
+def _saturation(name: str, value, sample: tuple[int, ...]) -> float:
+    """color_jitter's saturation: 0.4 by default (None) on RGB images and off on others, where
+    an explicit non-zero one is refused."""
+    channels = sample[0] if _kind(sample) == "images" else None
+    if value is None:
+        return 0.4 if channels == 3 else 0.0
+    v = number(name, value, 0, 1)
+    if channels != 3:
+        if value != 0:
+            raise UserError(f"{name}={value!r} is invalid: saturation needs 3-channel (RGB) "
+                            f"images and these have {channels}; leave it out (only brightness "
+                            "and contrast apply)")
+        return 0.0
+    return v
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One augmentation: everything the pipeline knows about it.
+
+    ``apply(x, generator, **options, **context)`` is the kernel (checked options in, no checks
+    of its own). ``options`` maps each option to ``(default, check)``, in the order they are
+    checked and shown. ``takes`` lists the sample kinds it accepts (``"images"``,
+    ``"sequences"``, ``"other"``) and ``hint`` what to use for the others. ``context`` names
+    the facts about the data its kernel takes from :class:`Augment` (``"mean"``, ``"std"``,
+    ``"value_range"``). A ``mixes`` op runs after all the others and its kernel draws, for the
+    whole batch, ``(keep, lam, cut)``: ``x = keep x + (1 - keep) x[perm]`` with ``lam`` the
+    weight of ``y`` in the target (see :func:`_mix`).
+    """
+
+    name: str
+    apply: Callable[..., Any]
+    options: Mapping[str, tuple[Any, _Check]]
+    takes: tuple[str, ...]
+    hint: str = ""
+    context: tuple[str, ...] = ()
+    mixes: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Option -> default, as written in the record."""
+        return {key: default for key, (default, _) in self.options.items()}
+
+    def check(self, given: Mapping, sample_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The options with defaults filled in, each checked against ``sample_shape``."""
+        unknown = [key for key in given if key not in self.options]
+        if unknown:
+            raise UserError(f"{self.name}: unknown option {unknown[0]!r}; accepted: "
+                            f"{', '.join(self.options)}")
+        return {key: check(f"{self.name}.{key}", given.get(key, default), sample_shape)
+                for key, (default, check) in self.options.items()}
+
+    def needs(self, sample_shape: tuple[int, ...], what: str = "these samples have") -> None:
+        """Raise unless this op takes samples of ``sample_shape``."""
+        if _kind(sample_shape) in self.takes:
+            return
+        forms = " or ".join(f"{k} {_SAMPLE_FORMS[k]}" for k in self.takes if k in _SAMPLE_FORMS)
+        raise UserError(f"{self.name} needs {forms}; {what} shape {tuple(sample_shape)}"
+                        + (f"; {self.hint}" if self.hint else ""))
 
 
 # -- randomness -------------------------------------------------------------------------------
@@ -310,8 +353,7 @@ def _flip(x: Tensor, g: torch.Generator, p: float) -> Tensor:
 def flip(x: Tensor, generator: torch.Generator, *, p: float = 0.5) -> Tensor:
     """Horizontal flip (last axis) of each image of ``x`` ``(N, C, H, W)`` with probability
     ``p``: ``out[n, :, :, j] = x[n, :, :, W-1-j]`` for the flipped ``n``."""
-    _check_batch("flip", x, generator)
-    return _flip(x, generator, **_options("flip", {"p": p}, tuple(x.shape[1:]), None))
+    return _call("flip", x, generator, p=p)
 
 
 def _crop(x: Tensor, g: torch.Generator, padding: int, fill: str) -> Tensor:
@@ -332,9 +374,7 @@ def crop(x: Tensor, generator: torch.Generator, *, padding: int = 4,
     ``padding`` on every side: ``out[n] = pad(x)[n, :, i:i+H, j:j+W]`` with ``i, j`` uniform in
     ``[0, 2*padding]`` per sample. ``fill="zero"`` pads with 0, the channel mean of normalised
     data; ``"reflect"`` mirrors the border (``padding < min(H, W)``)."""
-    _check_batch("crop", x, generator)
-    o = _options("crop", {"padding": padding, "fill": fill}, tuple(x.shape[1:]), None)
-    return _crop(x, generator, **o)
+    return _call("crop", x, generator, padding=padding, fill=fill)
 
 
 def _resized_crop(x: Tensor, g: torch.Generator, scale: tuple[float, float],
@@ -363,17 +403,16 @@ def _resized_crop(x: Tensor, g: torch.Generator, scale: tuple[float, float],
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def resized_crop(x: Tensor, generator: torch.Generator, *, scale=(0.08, 1.0),
-                 ratio=(3 / 4, 4 / 3)) -> Tensor:
+def resized_crop(x: Tensor, generator: torch.Generator, *,
+                 scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
     """Random-resized crop of each image of ``x`` ``(N, C, H, W)``, resampled bilinearly to
     ``(H, W)``: a box of area ``s * H * W`` and aspect ratio ``r = width / height``, ``s``
     uniform in ``scale`` and ``log r`` uniform in ``log ratio``, placed uniformly in the image.
 
     Box sizes and positions are continuous (no rounding). Each sample tries 10 boxes and keeps
     the first that fits in the image; where none does, it keeps the whole image."""
-    _check_batch("resized_crop", x, generator)
-    o = _options("resized_crop", {"scale": scale, "ratio": ratio}, tuple(x.shape[1:]), None)
-    return _resized_crop(x, generator, **o)
+    return _call("resized_crop", x, generator, scale=scale, ratio=ratio)
 
 
 def _translate(x: Tensor, g: torch.Generator, max_shift: int) -> Tensor:
@@ -392,9 +431,7 @@ def translate(x: Tensor, generator: torch.Generator, *, max_shift: int = 4) -> T
     """Shift each sequence of ``x`` ``(N, C, L)`` or ``(N, L)`` by ``s`` uniform in
     ``[-max_shift, max_shift]`` per sample, with zero fill: ``out[..., t] = x[..., t - s]``
     where ``0 <= t - s < L``, else 0 (the channel mean of normalised data)."""
-    _check_batch("translate", x, generator)
-    o = _options("translate", {"max_shift": max_shift}, tuple(x.shape[1:]), None)
-    return _translate(x, generator, **o)
+    return _call("translate", x, generator, max_shift=max_shift)
 
 
 def _grey(raw: Tensor) -> Tensor:
@@ -444,10 +481,8 @@ def color_jitter(x: Tensor, generator: torch.Generator, *, brightness: float = 0
     """
     _check_batch("color_jitter", x, generator)
     sample = tuple(x.shape[1:])
-    given = {"brightness": brightness, "contrast": contrast}
-    if saturation is not None:
-        given["saturation"] = saturation
-    o = _options("color_jitter", given, sample, x.shape[1])
+    o = _REGISTRY["color_jitter"].check(
+        {"brightness": brightness, "contrast": contrast, "saturation": saturation}, sample)
     mean, std = _stat("mean", mean, sample), _stat("std", std, sample)
     mean = None if mean is None else mean.to(x.device, x.dtype)
     std = None if std is None else std.to(x.device, x.dtype)
@@ -484,9 +519,7 @@ def cutout(x: Tensor, generator: torch.Generator, *, size: int = 8, p: float = 1
     square of each image of ``x`` ``(N, C, H, W)`` (all channels), or a window of ``size``
     positions of each sequence ``(N, C, L)``/``(N, L)``. The centre is uniform over the pixels;
     the square covers rows ``[cy - size//2, cy - size//2 + size)`` clipped at the borders."""
-    _check_batch("cutout", x, generator)
-    o = _options("cutout", {"size": size, "p": p}, tuple(x.shape[1:]), None)
-    return _cutout(x, generator, **o)
+    return _call("cutout", x, generator, size=size, p=p)
 
 
 class Mixed(NamedTuple):
@@ -525,26 +558,39 @@ def _keep_mask(sample_shape: tuple[int, ...], cut_fraction: Tensor, g: torch.Gen
     return ~_window(length, centre, torch.round(length * cut_fraction).long())
 
 
+def _mixup_draw(x: Tensor, g: torch.Generator, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Mixup's ``(keep, lam, cut)``: ``keep = lam ~ Beta(alpha, alpha)``, one for the batch."""
+    lam = _beta_sample(alpha, g, x.device).to(x.dtype)
+    return lam, lam, torch.zeros((), dtype=torch.bool, device=x.device)
+
+
+def _cutmix_draw(x: Tensor, g: torch.Generator, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """CutMix's ``(keep, lam, cut)``: ``keep`` the 0/1 mask outside one box of about ``1 - l``
+    of the area, ``l ~ Beta(alpha, alpha)``; ``lam`` the exact fraction kept."""
+    mask = _keep_mask(tuple(x.shape[1:]), 1 - _beta_sample(alpha, g, x.device), g, x.device)
+    lam = mask.sum().to(x.dtype) / mask.numel()
+    return mask.to(x.dtype), lam, torch.ones((), dtype=torch.bool, device=x.device)
+
+
 def _mix(x: Tensor, y: Tensor, g: torch.Generator, num_classes: int,
-         mixup_alpha: float | None, cutmix_alpha: float | None) -> Mixed:
-    """Mixup, cutmix, or (both alphas given) one of the two chosen by a fair coin, with no
-    host-device synchronisation: every choice stays a tensor."""
+         mixers: Sequence[tuple[_Op, Mapping]]) -> Mixed:
+    """Mix the batch with one of ``mixers`` (mixing ops' records and checked options, in the
+    canonical order), with no host-device synchronisation: every choice stays a tensor.
+
+    Draws ``perm``, then each op's ``(keep, lam, cut)`` in order, then, for ``k > 1`` ops, one
+    ``u ~ U[0, 1)`` that picks op ``k - 1 - floor(k u)`` (mixup + cutmix: cutmix if u < 1/2).
+    """
     n, device = x.shape[0], x.device
     perm = torch.randperm(n, generator=g, device=device)
-    keep = lam = cut = None
-    if mixup_alpha is not None:
-        lam = _beta_sample(mixup_alpha, g, device).to(x.dtype)
-        keep, cut = lam, torch.zeros((), dtype=torch.bool, device=device)
-    if cutmix_alpha is not None:
-        mask = _keep_mask(tuple(x.shape[1:]), 1 - _beta_sample(cutmix_alpha, g, device), g,
-                          device)
-        lam_cut = mask.sum().to(x.dtype) / mask.numel()
-        mask = mask.to(x.dtype)
-        if lam is None:
-            keep, lam, cut = mask, lam_cut, torch.ones((), dtype=torch.bool, device=device)
-        else:
-            cut = _rand((), g, device) < 0.5
-            keep, lam = torch.where(cut, mask, keep), torch.where(cut, lam_cut, lam)
+    draws = [op.apply(x, g, **options) for op, options in mixers]
+    keep, lam, cut = draws[0]
+    if len(draws) > 1:
+        k = len(draws)
+        pick = k - 1 - (k * _rand((), g, device)).long().clamp_max(k - 1)
+        for i, (keep_i, lam_i, cut_i) in enumerate(draws[1:], 1):
+            chosen = pick == i
+            keep, lam = torch.where(chosen, keep_i, keep), torch.where(chosen, lam_i, lam)
+            cut = torch.where(chosen, cut_i, cut)
     mixed = keep * x + (1 - keep) * x[perm]
     y = y.long()
     target = torch.zeros(n, num_classes, dtype=x.dtype, device=device)
@@ -553,15 +599,22 @@ def _mix(x: Tensor, y: Tensor, g: torch.Generator, num_classes: int,
     return Mixed(mixed, target, lam, perm, cut)
 
 
+def _call_mixing(op: str, x: Tensor, y: Tensor, generator: torch.Generator, num_classes: int,
+                 **given) -> Mixed:
+    """The public function of a mixing ``op``: check everything, then mix with ``op`` alone."""
+    _check_batch(op, x, generator)
+    _check_labels(y, x.shape[0])
+    record = _REGISTRY[op]
+    options = record.check(given, tuple(x.shape[1:]))
+    return _mix(x, y, generator, integer("num_classes", num_classes, 1), [(record, options)])
+
+
 def mixup(x: Tensor, y: Tensor, generator: torch.Generator, *, num_classes: int,
           alpha: float = 0.2) -> Mixed:
     """Mixup (Zhang et al., 2018): ``lam ~ Beta(alpha, alpha)`` once per batch, ``perm`` a
     random permutation, ``x = lam x + (1 - lam) x[perm]``,
     ``target = lam onehot(y) + (1 - lam) onehot(y[perm])``. Any sample shape."""
-    _check_batch("mixup", x, generator)
-    _check_labels(y, x.shape[0])
-    o = _options("mixup", {"alpha": alpha}, tuple(x.shape[1:]), None)
-    return _mix(x, y, generator, integer("num_classes", num_classes, 1), o["alpha"], None)
+    return _call_mixing("mixup", x, y, generator, num_classes, alpha=alpha)
 
 
 def cutmix(x: Tensor, y: Tensor, generator: torch.Generator, *, num_classes: int,
@@ -571,10 +624,33 @@ def cutmix(x: Tensor, y: Tensor, generator: torch.Generator, *, num_classes: int
     ``lam`` is then the exact fraction of pixels kept, and
     ``target = lam onehot(y) + (1 - lam) onehot(y[perm])``. Sequences get a window of about
     ``(1 - l) L`` positions instead of a box."""
-    _check_batch("cutmix", x, generator)
-    _check_labels(y, x.shape[0])
-    o = _options("cutmix", {"alpha": alpha}, tuple(x.shape[1:]), None)
-    return _mix(x, y, generator, integer("num_classes", num_classes, 1), None, o["alpha"])
+    return _call_mixing("cutmix", x, y, generator, num_classes, alpha=alpha)
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+#: Every op, in the canonical order they run in.
+_REGISTRY: dict[str, _Op] = {op.name: op for op in (
+    _Op("flip", _flip, {"p": (0.5, _unit)}, ("images",)),
+    _Op("crop", _crop, {"padding": (4, _sized(0, 1)), "fill": ("zero", _one_of("zero", "reflect"))},
+        ("images",), "for sequences use translate"),
+    _Op("resized_crop", _resized_crop,
+        {"scale": ((0.08, 1.0), _range_in(1)), "ratio": ((3 / 4, 4 / 3), _range_in(math.inf))},
+        ("images",), "for sequences use translate"),
+    _Op("translate", _translate, {"max_shift": (4, _sized(0, 1))}, ("sequences",),
+        "for images use crop"),
+    _Op("color_jitter", _color_jitter,
+        {"brightness": (0.4, _unit), "contrast": (0.4, _unit), "saturation": (None, _saturation)},
+        ("images",), context=("mean", "std", "value_range")),
+    _Op("cutout", _cutout, {"size": (8, _sized(1, 0)), "p": (1.0, _unit)},
+        ("images", "sequences")),
+    _Op("mixup", _mixup_draw, {"alpha": (0.2, _positive)}, ("images", "sequences", "other"),
+        mixes=True),
+    _Op("cutmix", _cutmix_draw, {"alpha": (1.0, _positive)}, ("images", "sequences"),
+        "for other samples use mixup", mixes=True),
+)}
+#: The ops :class:`Augment` accepts, in the order they run.
+OPS: tuple[str, ...] = tuple(_REGISTRY)
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -603,20 +679,20 @@ class Augment:
         if not isinstance(spec, Mapping):
             raise UserError(f"augment={spec!r} is invalid; augment must map op names to their "
                             f"options, e.g. {{'flip': {{}}, 'crop': {{'padding': 4}}}}")
-        for op, given in spec.items():
-            if op not in _DEFAULTS:
-                close = difflib.get_close_matches(str(op), OPS, n=1)
-                raise UserError(f"unknown augmentation {op!r}"
+        for name, given in spec.items():
+            if name not in _REGISTRY:
+                close = difflib.get_close_matches(str(name), OPS, n=1)
+                raise UserError(f"unknown augmentation {name!r}"
                                 + (f" (did you mean {close[0]!r}?)" if close else "")
                                 + f"; accepted: {', '.join(OPS)}")
             if given is not None and not isinstance(given, Mapping):
-                raise UserError(f"augment.{op}={given!r} is invalid; the options of {op} must be "
-                                "a mapping ({} or null for the defaults)")
-            _needs(op, self.input_shape)
-        channels = self.input_shape[0] if _kind(self.input_shape) == "images" else None
-        self._ops = {op: _options(op, spec[op] or {}, self.input_shape, channels)
-                     for op in OPS if op in spec}
-        self._on: dict = {}  # (device, dtype) -> mean, std there
+                raise UserError(f"augment.{name}={given!r} is invalid; the options of {name} "
+                                "must be a mapping ({} or null for the defaults)")
+            _REGISTRY[name].needs(self.input_shape)
+        #: (record, checked options) of each op asked for, in the canonical order
+        self._ops = [(op, op.check(spec[op.name] or {}, self.input_shape))
+                     for op in _REGISTRY.values() if op.name in spec]
+        self._context_on: dict = {}  # (device, dtype) -> mean, std there and value_range
 
     @property
     def active(self) -> bool:
@@ -626,23 +702,29 @@ class Augment:
     @property
     def ops(self) -> dict[str, dict]:
         """Op name -> its options with defaults filled in, in the order the ops run."""
-        return {op: dict(o) for op, o in self._ops.items()}
+        return {op.name: dict(o) for op, o in self._ops}
 
     def __repr__(self) -> str:
-        def show(op):
-            return f"{op}({', '.join(f'{k}={v!r}' for k, v in self._ops[op].items())})"
-        steps = [show(op) for op in self._ops if op not in _MIXING]
-        mixing = [show(op) for op in self._ops if op in _MIXING]
+        def show(op, o):
+            return f"{op.name}({', '.join(f'{k}={v!r}' for k, v in o.items())})"
+        steps = [show(op, o) for op, o in self._ops if not op.mixes]
+        mixing = [show(op, o) for op, o in self._ops if op.mixes]
         if mixing:
             steps.append(" | ".join(mixing))
         return f"Augment({' -> '.join(steps) or 'no ops'}; input_shape={self.input_shape})"
 
-    def _stats(self, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def _context(self, x: Tensor, names: tuple[str, ...]) -> dict[str, Any]:
+        """The data facts ``names`` for a batch like ``x``: ``mean``/``std`` on its device and
+        dtype (converted once), ``value_range``."""
+        if not names:
+            return {}
         key = (x.device, x.dtype)
-        if key not in self._on:
-            self._on[key] = tuple(None if t is None else t.to(x.device, x.dtype)
-                                  for t in (self._mean, self._std))
-        return self._on[key]
+        if key not in self._context_on:
+            mean, std = (None if t is None else t.to(x.device, x.dtype)
+                         for t in (self._mean, self._std))
+            self._context_on[key] = {"mean": mean, "std": std, "value_range": self.value_range}
+        facts = self._context_on[key]
+        return {name: facts[name] for name in names}
 
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``(x_aug, target)``: ``target`` is ``y`` itself unless a mixing op ran, then float
@@ -655,84 +737,13 @@ class Augment:
         if not self._ops:
             return x, y
         _check_generator("augment", x, generator)
-        steps: dict[str, Callable] = {
-            "flip": _flip, "crop": _crop, "resized_crop": _resized_crop,
-            "translate": _translate, "cutout": _cutout}
-        for op, o in self._ops.items():
-            if op in steps:
-                x = steps[op](x, generator, **o)
-            elif op == "color_jitter":
-                mean, std = self._stats(x)
-                x = _color_jitter(x, generator, **o, mean=mean, std=std,
-                                  value_range=self.value_range)
-        if "mixup" in self._ops or "cutmix" in self._ops:
-            mixed = _mix(x, y, generator, self.num_classes,
-                         self._ops.get("mixup", {}).get("alpha"),
-                         self._ops.get("cutmix", {}).get("alpha"))
+        mixers = []
+        for op, o in self._ops:
+            if op.mixes:
+                mixers.append((op, o))
+            else:
+                x = op.apply(x, generator, **o, **self._context(x, op.context))
+        if mixers:
+            mixed = _mix(x, y, generator, self.num_classes, mixers)
             return mixed.x, mixed.target
         return x, y
-
-
-# -- test-time augmentation -------------------------------------------------------------------
-
-def _shift(x: Tensor, dim: int, s: int) -> Tensor:
-    """``x`` moved by ``s`` positions along ``dim`` (towards higher indices for ``s > 0``),
-    zero fill."""
-    out = torch.zeros_like(x)
-    length = x.shape[dim]
-    if s >= 0:
-        out.narrow(dim, s, length - s).copy_(x.narrow(dim, 0, length - s))
-    else:
-        out.narrow(dim, 0, length + s).copy_(x.narrow(dim, -s, length + s))
-    return out
-
-
-def tta_predict(model: torch.nn.Module, x: Tensor, *, flip: bool = False, shift: int = 0,
-                batch_size: int = 1024) -> Tensor:
-    """Test-time augmentation: the mean of ``softmax(model(view))`` over the views of ``x``,
-    ``(N, num_classes)`` probabilities.
-
-    Views: ``x`` itself; its horizontal flip if ``flip`` (images ``(N, C, H, W)`` only); if
-    ``shift > 0``, ``x`` shifted by ``+-shift`` along each spatial axis with zero fill (4 views
-    for images, 2 for sequences ``(N, C, L)``/``(N, L)``). That is ``1 + flip + 4`` views for
-    images, not their product. The model runs in eval mode under ``no_grad`` on ``batch_size``
-    samples at a time; each module's train/eval mode is restored afterwards.
-    """
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
-        raise UserError("tta_predict: x must be a floating-point batch (N, ...)")
-    sample = tuple(x.shape[1:])
-    if not isinstance(flip, bool):
-        raise UserError(f"flip={flip!r} is invalid; flip must be True or False")
-    if flip:
-        _needs("flip", sample, what=f"x has shape {tuple(x.shape)}, samples of")
-    batch_size = integer("batch_size", batch_size, 1)
-    axes: tuple[int, ...] = ()
-    if shift != 0:
-        if _kind(sample) not in ("images", "sequences"):
-            raise UserError(f"shift needs images (C, H, W) or sequences (C, L) or (L,); "
-                            f"x has samples of shape {sample}")
-        size, where = _spatial(sample)
-        shift = _int_in("shift", shift, 0, size - 1, where)
-        axes = (-2, -1) if _kind(sample) == "images" else (-1,)
-    views: list[Callable[[Tensor], Tensor]] = [lambda b: b]
-    if flip:
-        views.append(lambda b: b.flip(-1))
-    for axis in axes:
-        for s in (shift, -shift):
-            views.append(lambda b, axis=axis, s=s: _shift(b, axis, s))
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            chunks = []
-            for batch in x.split(batch_size):
-                total = 0
-                for view in views:
-                    logits = model(view(batch))
-                    total = total + torch.softmax(
-                        logits, 1, dtype=torch.promote_types(logits.dtype, torch.float32))
-                chunks.append(total / len(views))
-    finally:
-        for module, training in modes:
-            module.training = training
-    return torch.cat(chunks)

@@ -1,5 +1,5 @@
-"""Regularizers: weight penalties, DropConnect, fractional max-pooling and Monte-Carlo
-prediction.
+"""Regularizers: weight penalties, DropConnect, fractional max-pooling, and the layers that
+Monte-Carlo prediction (:func:`gradwise.nn.mc_predict`) keeps sampling.
 
 Dropout itself is torch's: ``nn.Dropout`` is inverted dropout (survivors scaled by
 ``1 / (1 - p)`` in training, the identity in eval) and ``nn.Dropout1d``/``nn.Dropout2d`` drop
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.dropout import _DropoutNd
 
-from .._checks import choice, integer, number
+from .._checks import choice, number
 from ..errors import UserError
 
 #: How :class:`FractionalMaxPool2d` draws its pooling regions in training.
@@ -243,44 +243,7 @@ def _max_over_regions(x: Tensor, dim: int, regions: Tensor, widest: int) -> Tens
     return result
 
 
-# -- Monte-Carlo prediction ------------------------------------------------------------------
+# -- what Monte-Carlo prediction samples -----------------------------------------------------
 
-#: The layers that :func:`mc_predict` keeps sampling.
+#: The layers that :func:`~gradwise.nn.mc_predict` keeps sampling.
 STOCHASTIC_LAYERS: tuple[type, ...] = (_DropoutNd, _DropConnect, FractionalMaxPool2d)
-
-
-def mc_predict(model: nn.Module, x: Tensor, samples: int = 20,
-               batch_size: int = 1024) -> Tensor:
-    """Mean softmax probabilities ``(N, C)`` over ``samples`` stochastic forward passes.
-
-    The model runs in eval mode (batch norm uses its running statistics) except the dropout
-    layers, DropConnect layers and :class:`FractionalMaxPool2d`, which sample as in
-    training: Monte-Carlo dropout, or test-time averaging over fractional-pooling draws.
-    ``x`` goes through in batches of ``batch_size``, without gradients; every module's mode is
-    restored afterwards, also on error.
-
-    >>> model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
-    >>> probs = mc_predict(model, torch.randn(5, 4), samples=10)
-    >>> probs.shape, bool(torch.allclose(probs.sum(1), torch.ones(5)))
-    (torch.Size([5, 3]), True)
-    """
-    samples = integer("samples", samples, 1)
-    batch_size = integer("batch_size", batch_size, 1)
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        for module in model.modules():
-            if isinstance(module, STOCHASTIC_LAYERS):
-                module.training = True
-        with torch.no_grad():
-            means = []
-            for start in range(0, max(len(x), 1), batch_size):  # one pass for an empty x
-                batch = x[start:start + batch_size]
-                total = F.softmax(model(batch), dim=1)
-                for _ in range(samples - 1):
-                    total += F.softmax(model(batch), dim=1)
-                means.append(total / samples)
-        return torch.cat(means)
-    finally:
-        for module, mode in modes:
-            module.training = mode
