@@ -67,7 +67,7 @@ def test_bad_files_exit_2(tmp_path):
     result = gradwise("train", tmp_path / "bad.yaml")
     assert result.returncode == 2 and "not valid YAML" in result.stderr
     result = gradwise("train", "--resume", tmp_path / "norun")
-    assert result.returncode == 2 and "no run there" in result.stderr
+    assert result.returncode == 2 and "not found" in result.stderr
 
 
 def test_nan_in_data_exits_2(tmp_path):

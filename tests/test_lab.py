@@ -260,7 +260,7 @@ BAD_INPUTS = [
      "optimizer 'adam' has no hyperparameter 'lrr'; accepted: lr, beta1, beta2"),
     (["--optimizers", "adam", "--set", "adam.lr=-1"], "adam.lr=-1 is invalid"),
     (["--optimizers", "adam", "--set", "adam.lr=fast"], "adam.lr='fast' is invalid"),
-    (["--optimizers", "adam", "--set", "adam.beta2=1"], "adam.beta2=1.0 is invalid"),
+    (["--optimizers", "adam", "--set", "adam.beta2=1"], "adam.beta2=1 is invalid"),
     (["--optimizers", "momentum", "--set", "momentum.form=leaky"],
      "momentum.form='leaky' is invalid; accepted: torch, velocity"),
     (["--optimizers", "nesterov", "--set", "nesterov.momentum=0"],

@@ -42,8 +42,8 @@ def records(run):
 def test_run_directory_and_accuracy(tmp_path):
     run = tmp_path / "run"
     summary = fit(digits_config(), run, quiet=True)
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoints",
-                                              "summary.json", "report.html"}
+    assert {p.name for p in run.iterdir()} == {".gradwise.json", "config.yaml", "metrics.jsonl",
+                                              "checkpoints", "summary.json", "report.html"}
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     assert SUMMARY_KEYS <= set(json.loads((run / "summary.json").read_text()))
     epochs = [r for r in records(run) if "train_loss" in r]

@@ -44,6 +44,13 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def reason(exc: BaseException) -> str:
+    """The first line of an OS or decoding error, for a message (``No such file or
+    directory``)."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def write_output(path: Path, data: bytes | str, example: str) -> Path:
     """Write a file the user named (a report, a plot), atomically. A folder in its place or an
     OS error (no permission, a file where a folder should be) is a UserError naming the path;
@@ -55,8 +62,7 @@ def write_output(path: Path, data: bytes | str, example: str) -> Path:
     try:
         write_bytes(path, data.encode() if isinstance(data, str) else data)
     except OSError as exc:
-        reason = (exc.strerror or str(exc)).splitlines()[0][:200]
-        raise UserError(f"cannot write {str(path)!r}: {reason}") from None
+        raise UserError(f"cannot write {str(path)!r}: {reason(exc)}") from None
     return path
 
 

@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gradwise: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gradwise: interrupted; the last checkpoint is intact (continue with --resume)",
-              file=sys.stderr)
+        print(f"gradwise: {getattr(args, 'interrupted', 'interrupted')}", file=sys.stderr)
         return 130
 
 
@@ -159,13 +158,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
     from .config import load_config
+    from .rundir import RunDir
     from .train import Trainer
 
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"--resume {args.resume!r}: no run there (config.yaml is missing)")
-        saved = load_config(run_dir / "config.yaml")
+        saved = load_config(RunDir.open(run_dir).config_path)
         if args.overrides:
             raise UserError("--resume continues a run with its own config; drop --set")
         if args.config and load_config(args.config) != saved:
@@ -180,6 +178,8 @@ def _train(args) -> int:
         config = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else _fresh_run_dir(config.name or Path(args.config).stem)
     trainer = Trainer(config, out, quiet=args.quiet, tensorboard=args.tensorboard)
+    args.interrupted = (f"interrupted; continue with: gradwise train --resume {out} (a run "
+                        "stopped before its first checkpoint starts again from the beginning)")
     summary = trainer.fit(resume=bool(args.resume))
     print(_summary_text(summary, out))
     return 0
@@ -205,14 +205,17 @@ def _lr_find(args) -> int:
     from . import _checks, _io
     from .config import load_config
     from .report import lr_find_figure, save_png
+    from .rundir import claim
     from .train import lr_find
 
     config = load_config(args.config, args.overrides)
     seeds = _checks.integer("--seeds", args.seeds, 1)
     out = Path(args.out) if args.out else _fresh_run_dir(
         f"{config.name or Path(args.config).stem}-lr-find")
+    claim(out, "lr-find", create=False)
     result = lr_find(config, seeds=tuple(config.seed + i for i in range(seeds)),
                      start=args.start, end=args.end, steps=args.steps)
+    claim(out, "lr-find")
     _io.write_json(out / "lr_find.json", result)
     save_png(lr_find_figure(result), out / "lr_find.png")
     for name, reading in result["suggestions"].items():

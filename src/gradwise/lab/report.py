@@ -13,6 +13,7 @@ from .. import _io
 from .._checks import integer, number
 from ..config import parse_assignment
 from ..errors import UserError
+from ..rundir import claim
 from . import plots
 from .runner import OPTIMIZERS, Run, compare, get_optimizer, settings_text
 from .surfaces import Surface, get_surface
@@ -270,6 +271,7 @@ def gallery(out, scenes=None, frames: int = 40, echo=print) -> list[tuple[Scene,
     ``tables.md`` with every scene's table. Everything is computed before the first file is
     written."""
     chosen = list(GALLERY) if scenes is None else [_scene(name) for name in scenes]
+    claim(out, "lab-gallery", create=False)
     results, files = [], {}
     for scene in chosen:
         surface, runs = run_scene(scene)
@@ -284,7 +286,7 @@ def gallery(out, scenes=None, frames: int = 40, echo=print) -> list[tuple[Scene,
         md += [f"## {scene.name}: {scene.title}", "", header(surface, runs), "",
                markdown_table(runs), ""]
     files["tables.md"] = "\n".join(md).encode()
-    write_files(Path(out), files)
+    write_files(claim(out, "lab-gallery"), files)
     return results
 
 
@@ -348,10 +350,10 @@ def command(args) -> int:
     if args.tol is not None:
         kwargs["tol"] = number("--tol", _float(args.tol), 0, open_low=True)
     steps = kwargs.pop("steps", None)
+    out = claim(args.out or f"runs/lab-{_slug(surface.name)}", "lab", create=False)
     runs = compare(surface, optimizers, steps, hypers=hypers, **kwargs)
     files = render(surface, runs, frames)
-    out = Path(args.out or f"runs/lab-{_slug(surface.name)}")
-    write_files(out, files)
+    write_files(claim(out, "lab"), files)
     print(header(surface, runs))
     print(format_table(runs))
     print(f"results in {out}/  ({', '.join(OUTPUT_FILES)})")

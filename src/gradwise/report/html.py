@@ -10,116 +10,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .. import _io
+from ..config import flatten, section
 from ..errors import UserError
+from ..rundir import RunData, RunDir
 from . import page, plots
-
-# -- reading a run directory ------------------------------------------------------------------
-
-@dataclass
-class Run:
-    """What a run directory holds, read once; records sorted by step (or epoch)."""
-
-    path: Path
-    name: str
-    config_text: str | None
-    config: dict
-    summary: dict | None
-    steps: list[dict]      # {"step", "epoch", "loss", "lr"[, "grad_norm"]}
-    epochs: list[dict]     # {"epoch", "step", "train_loss", ..., "elapsed_seconds"}
-    monitors: list[dict]   # {"step", "epoch", "monitor": {...}}
-
-    def last_epoch(self) -> dict:
-        return self.epochs[-1] if self.epochs else {}
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Read a run directory; a missing, unreadable or corrupt file is a UserError."""
-    path = Path(run_dir)
-    if not path.exists():
-        raise UserError(f"run directory {str(path)!r} not found")
-    if not path.is_dir():
-        raise UserError(f"{str(path)!r} is not a directory; expected a run directory written "
-                        "by gradwise train (config.yaml, metrics.jsonl, summary.json)")
-    if not (path / "metrics.jsonl").is_file():
-        raise UserError(f"no run in {str(path)!r}: metrics.jsonl is missing; expected a run "
-                        "directory written by gradwise train")
-    records = _read_metrics(path / "metrics.jsonl")
-    config_text, config = _read_config(path / "config.yaml")
-    summary = _read_summary(path / "summary.json")
-    steps, epochs, monitors = {}, {}, {}
-    for record in records:
-        if not isinstance(record, dict):
-            continue
-        step, epoch = page.number_of(record.get("step")), page.number_of(record.get("epoch"))
-        if isinstance(record.get("monitor"), dict) and math.isfinite(step):
-            monitors[step] = record
-        if "loss" in record and math.isfinite(step):
-            steps[step] = record  # a repeated step (a resumed run): the last one counts
-        elif ("train_loss" in record or "val_accuracy" in record) and math.isfinite(epoch):
-            epochs[epoch] = record
-    name = config.get("name") or path.resolve().name
-    return Run(path, str(name), config_text, config, summary,
-               [steps[k] for k in sorted(steps)], [epochs[k] for k in sorted(epochs)],
-               [monitors[k] for k in sorted(monitors)])
-
-
-def _read_metrics(path: Path) -> list:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {str(path)!r}: {_reason(exc)}") from None
-    records = _io.read_jsonl(path)
-    if len(records) < len(lines) - 1:  # only the last line may be torn (a killed writer)
-        raise UserError(f"{str(path)!r} is corrupt at line {len(records) + 1}: expected one "
-                        "JSON object per line")
-    return records
-
-
-def _read_config(path: Path) -> tuple[str | None, dict]:
-    if not path.exists():
-        return None, {}
-    try:
-        text = path.read_text(encoding="utf-8")
-        config = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {str(path)!r}: {_reason(exc)}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{str(path)!r} is not valid YAML ({_reason(exc)}); expected the "
-                        "config gradwise train writes") from None
-    if config is None:
-        config = {}
-    if not isinstance(config, dict):
-        raise UserError(f"{str(path)!r} holds a {type(config).__name__}; expected a mapping "
-                        "of config keys")
-    return text, config
-
-
-def _read_summary(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {str(path)!r}: {_reason(exc)}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{str(path)!r} is corrupt ({exc}); expected the JSON summary "
-                        "gradwise train writes at the end of a run") from None
-    if not isinstance(summary, dict):
-        raise UserError(f"{str(path)!r} holds a JSON {type(summary).__name__}; expected an "
-                        "object of final metrics")
-    return summary
-
-
-def _reason(exc: Exception) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
 
 # -- formatting -------------------------------------------------------------------------------
 
@@ -133,16 +30,9 @@ def _fmt_option(value) -> str:
     return str(value)
 
 
-def _section_of(config: dict, key: str) -> dict:
-    value = config.get(key)
-    if isinstance(value, str):
-        return {"source" if key == "data" else "name": value}
-    return value if isinstance(value, dict) else {}
-
-
 def describe_optimizer(config: dict) -> str:
     """``sgd, lr 0.1, momentum 0.9, nesterov``: the name, the lr and the options that are set."""
-    opt = _section_of(config, "optimizer")
+    opt = section(config, "optimizer")
     if not opt:
         return "—"
     parts = [str(opt.get("name", "?"))]
@@ -157,7 +47,7 @@ def describe_optimizer(config: dict) -> str:
 
 
 def describe_schedule(config: dict) -> str:
-    schedule = _section_of(config, "schedule")
+    schedule = section(config, "schedule")
     name = str(schedule.get("name", "constant"))
     options = [f"{k.replace('_', ' ')} {_fmt_option(v)}" for k, v in schedule.items()
                if k != "name" and v not in (None, 0, 0.0, False)]
@@ -165,7 +55,7 @@ def describe_schedule(config: dict) -> str:
 
 
 def describe_model(config: dict) -> str:
-    model = _section_of(config, "model")
+    model = section(config, "model")
     if not model:
         return "—"
     options = [f"{k.replace('_', ' ')} {_fmt_option(v)}" for k, v in model.items()
@@ -173,7 +63,7 @@ def describe_model(config: dict) -> str:
     return str(model.get("name", "?")) + (f" ({', '.join(options)})" if options else "")
 
 
-def status(run: Run) -> tuple[str, str]:
+def status(run: RunData) -> tuple[str, str]:
     """``(css class, text)``: finished, stopped early (with the reason), or in progress."""
     summary = run.summary
     if summary is None:
@@ -188,7 +78,7 @@ def status(run: Run) -> tuple[str, str]:
     return "finished", "finished"
 
 
-def diagnosis_of(run: Run) -> dict | None:
+def diagnosis_of(run: RunData) -> dict | None:
     diagnosis = (run.summary or {}).get("diagnosis")
     return diagnosis if isinstance(diagnosis, dict) and diagnosis.get("label") else None
 
@@ -207,13 +97,13 @@ def _omitted(notes: list[tuple[str, str]]) -> str:
 
 def build_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report.html``, one self-contained page about the run; returns its path."""
-    run = load_run(run_dir)
+    run = RunDir(run_dir).load()
     out = run.path / "report.html"
     _io.write_output(out, render_report(run), example="report.html")
     return out
 
 
-def render_report(run: Run) -> str:
+def render_report(run: RunData) -> str:
     """The report page of a run, as HTML text."""
     sections: list[tuple[str, str, str]] = []  # (id, title, html)
     notes: list[tuple[str, str]] = []
@@ -245,7 +135,7 @@ def render_report(run: Run) -> str:
     css_class, status_text = status(run)
     facts = [f"run directory <code>{page.e(run.path.resolve().name)}</code>"]
     if run.config:
-        facts += [f"data {page.e(_section_of(run.config, 'data').get('source', '?'))}",
+        facts += [f"data {page.e(section(run.config, 'data').get('source', '?'))}",
                   f"model {page.e(describe_model(run.config))}",
                   f"optimizer {page.e(describe_optimizer(run.config))}",
                   f"schedule {page.e(describe_schedule(run.config))}"]
@@ -280,7 +170,7 @@ def _evidence_value(value) -> str:
     return page.fmt_number(value) if isinstance(value, (int, float)) else str(value)
 
 
-def _summary_html(run: Run) -> tuple[str, str]:
+def _summary_html(run: RunData) -> tuple[str, str]:
     """(caption, table) from summary.json, or from the last epoch logged."""
     s = run.summary
     if s is None:
@@ -320,7 +210,7 @@ def _summary_html(run: Run) -> tuple[str, str]:
             page.table((k, page.e(v)) for k, v in table))
 
 
-def _run_plots(run: Run, add, notes: list[tuple[str, str]]) -> None:
+def _run_plots(run: RunData, add, notes: list[tuple[str, str]]) -> None:
     steps = [page.number_of(r.get("step")) for r in run.steps]
     losses = [page.number_of(r.get("loss")) for r in run.steps]
     if any(math.isfinite(v) for v in losses):
@@ -389,7 +279,7 @@ def _run_plots(run: Run, add, notes: list[tuple[str, str]]) -> None:
         notes.append(("Dead ReLU units", _no_monitor(run, "dead-ReLU fractions")))
 
 
-def _no_monitor(run: Run, what: str) -> str:
+def _no_monitor(run: RunData, what: str) -> str:
     if not run.monitors:
         return "no monitor records in metrics.jsonl (the run was trained without the monitor)"
     return f"the monitor records hold no {what}"
@@ -425,7 +315,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     if out.is_dir():
         raise UserError(f"cannot write the comparison to {str(out)!r}: it is a directory; "
                         "expected a file path such as compare.html")
-    runs = [load_run(d) for d in dirs]
+    runs = [RunDir(d).load() for d in dirs]
     labels = unique_labels(dirs)
     colors = plots.categorical_colors(len(runs))
     _io.write_output(out, render_comparison(runs, labels, colors), example="compare.html")
@@ -448,7 +338,7 @@ def unique_labels(paths: Sequence[Path]) -> list[str]:
     return unique
 
 
-def render_comparison(runs: list[Run], labels: list[str], colors: list[str]) -> str:
+def render_comparison(runs: list[RunData], labels: list[str], colors: list[str]) -> str:
     """The comparison page, as HTML text."""
     sections: list[tuple[str, str, str]] = []
     notes: list[tuple[str, str]] = []
@@ -518,7 +408,7 @@ def _swatch(color: str) -> str:
     return f'<span class="swatch" style="background:{page.e(color)}"></span>'
 
 
-def _comparisontable(runs: list[Run], labels: list[str], colors: list[str]) -> str:
+def _comparisontable(runs: list[RunData], labels: list[str], colors: list[str]) -> str:
     # (header, value of a run, formatter, best: max / min / None)
     columns = [
         ("Test accuracy", lambda r, s, e: s.get("test_accuracy"), page.fmt_percent, max),
@@ -538,7 +428,7 @@ def _comparisontable(runs: list[Run], labels: list[str], colors: list[str]) -> s
         finite = [v for v in column if math.isfinite(v)]
         distinct = len(set(finite)) > 1  # all equal: nothing stands out
         best.append(pick(finite) if pick and distinct else None)
-    head = ("<tr><th>Run</th><th>Optimizer</th>"
+    head = ("<tr><th>RunData</th><th>Optimizer</th>"
             + "".join(f'<th class="num">{page.e(c[0])}</th>' for c in columns)
             + "<th>Status</th><th>Diagnosis</th></tr>")
     rows = []
@@ -562,18 +452,8 @@ def _comparisontable(runs: list[Run], labels: list[str], colors: list[str]) -> s
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _config_differences(runs: list[Run], labels: list[str], colors: list[str]) -> str:
-    flats = [_flatten(run.config) for run in runs]
+def _config_differences(runs: list[RunData], labels: list[str], colors: list[str]) -> str:
+    flats = [flatten(run.config) for run in runs]
     keys = []
     for flat in flats:
         keys += [k for k in flat if k not in keys and k != "name"]

@@ -13,19 +13,11 @@ from collections.abc import Iterable
 from html import escape as _escape
 
 from .. import __version__
+from ..rundir import record_number as number_of
 from . import plots
 
 BADGE_CLASSES = {"healthy": "good", "plateau": "warn", "underfitting": "warn",
                  "overfitting": "bad", "not-learning": "fail", "diverging": "fail"}
-
-
-def number_of(value) -> float:
-    """A record's value as a float; NaN when missing or not a number (first of a list)."""
-    if isinstance(value, (list, tuple)) and value:
-        value = value[0]
-    if isinstance(value, (int, float)):
-        return float(value)
-    return math.nan
 
 
 def e(text) -> str:

@@ -1,20 +1,13 @@
 """The Trainer: a config in, a run directory out.
 
-Run directory::
-
-    RUN/config.yaml          the resolved config
-    RUN/metrics.jsonl        one JSON object per line: step records {"step", "epoch", "loss",
-                             "lr", "grad_norm"} every `train.log_every` steps (loss: the
-                             cross-entropy, without penalties), epoch records {"epoch", "step",
-                             "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                             "elapsed_seconds"}, and monitor records {"step", "epoch",
-                             "monitor": {"update_ratio", "grad_norm", "dead_relu"}} (see
-                             gradwise.train.monitor)
-    RUN/checkpoints/last.pt  after every epoch: model, optimizer, schedule, RNG state, epoch
-    RUN/checkpoints/best.pt  the epoch with the best validation accuracy
-    RUN/summary.json         final metrics, best epoch, wall time, whether and why it stopped
-                             early, the diagnosis (gradwise.train.diagnosis) and warnings
-    RUN/report.html          the curves and the diagnosis in one self-contained page
+The run directory (:class:`gradwise.rundir.RunDir`) holds ``config.yaml``, ``metrics.jsonl``
+(step records {"step", "epoch", "loss", "lr", "grad_norm"} every `train.log_every` steps, with
+the loss being the cross-entropy without penalties; epoch records {"epoch", "step",
+"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "elapsed_seconds"}; monitor
+records {"step", "epoch", "monitor": {...}}, see gradwise.train.monitor), ``checkpoints/last.pt``
+after every epoch (model, optimizer, schedule, RNG state, epoch) and ``best.pt`` (the best
+validation accuracy), ``summary.json`` (final metrics, best epoch, wall time, why it stopped
+early, the diagnosis and warnings) and ``report.html``.
 
 Resuming from ``last.pt`` gives exactly the run an uninterrupted process would have produced:
 batches and augmentations are drawn from generators seeded by (seed, epoch), and the global RNG
@@ -35,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _io
 from .. import optim as gopt
 from ..augment import Augment
-from ..config import Config, dump, load_config
+from ..config import Config, dump, flatten, load_config
 from ..data import Splits, load_data
 from ..errors import UserError
 from ..nn import build_model, mc_predict, tta_predict, weight_penalty
+from ..rundir import RunDir
 from ..schedules import LRScheduler, build_schedule
 from .diagnosis import diagnose
 from .monitor import Monitor
@@ -70,6 +63,7 @@ class Trainer:
         self.config = load_config(config)
         self.callbacks = list(callbacks)
         self.out = Path(out) if out is not None else None
+        self.run_dir: RunDir | None = None
         self.device = _device(self.config.device)
         self.quiet = quiet
         torch.manual_seed(self.config.seed)
@@ -106,9 +100,7 @@ class Trainer:
         self.records: list[dict] = []  # what metrics.jsonl holds, for the diagnosis
         self.diagnosis: dict | None = None
         self.sinks = list(sinks)
-        if tensorboard and self.out is not None:
-            from .tensorboard import TensorBoardSink
-            self.sinks.append(TensorBoardSink(self.out / "tensorboard"))
+        self.tensorboard = tensorboard and self.out is not None  # opened with the run dir
         self._last_val: tuple[float, float] | None = None  # of the current weights
 
     # -- setup ------------------------------------------------------------------------------
@@ -126,10 +118,20 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         """Train for the configured epochs (continuing from ``last.pt`` if ``resume``)."""
         if self.out is not None:
-            if resume:
+            if resume and RunDir.open(self.out).checkpoint_path("last").is_file():
+                self.run_dir = RunDir(self.out)
                 self._restore()
+            elif resume and RunDir(self.out).summary_path.is_file():
+                raise UserError(f"{str(self.out)!r} holds a finished run without checkpoints "
+                                "(train.checkpoint: false); there is nothing to resume")
             else:
-                self._start_run_dir()
+                if resume and not self.quiet:
+                    self.progress.message(f"{self.out} has no checkpoint yet: starting the run "
+                                          "from the beginning")
+                self.run_dir = RunDir.create(self.out, dump(self.config))
+            if self.tensorboard:
+                from .tensorboard import TensorBoardSink
+                self.sinks.append(TensorBoardSink(self.run_dir.path / "tensorboard"))
         start = time.perf_counter() - self.elapsed
         cfg = self.config.train
         while self.epoch < cfg.epochs and self.step < self.total_steps and not self.stop_reason:
@@ -314,22 +316,12 @@ class Trainer:
 
     # -- the run directory ------------------------------------------------------------------
 
-    def _start_run_dir(self) -> None:
-        if (self.out / "metrics.jsonl").exists() or (self.out / "checkpoints").exists():
-            raise UserError(f"run directory {str(self.out)!r} already holds a run; continue it "
-                            f"with --resume {self.out}, or choose another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        _io.write_text(self.out / "config.yaml", dump(self.config))
-        (self.out / "metrics.jsonl").write_text("")
-
     def _log(self, record: dict) -> None:
         self.records.append(record)
         for sink in self.sinks:
             sink(record)
-        if self.out is None:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(_io.jsonl_line(record))
+        if self.run_dir is not None:
+            self.run_dir.append(record)
 
     def _diagnose_so_far(self) -> None:
         """Tell the user, once per change, when the curves start to look wrong. Mid-run,
@@ -342,7 +334,7 @@ class Trainer:
             self.progress.message(f"  looks like {label}: {self.diagnosis['message']}")
 
     def _checkpoint(self, improved: bool) -> None:
-        if self.out is None or not self.config.train.checkpoint:
+        if self.run_dir is None or not self.config.train.checkpoint:
             return
         state = {
             "model": self.model.state_dict(),
@@ -350,17 +342,18 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "step": self.step, "elapsed": self.elapsed,
             "initial_loss": self.initial_loss, "best": self.best,
+            "config": self.config.model_dump(mode="json"),
             "warnings": self.monitor.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
-        folder = self.out / "checkpoints"
-        _io.save(folder / "last.pt", state)
-        if improved:
-            _io.save(folder / "best.pt", state)
+        self.run_dir.save_checkpoint(state, best=improved)
 
     def _restore(self) -> None:
-        ckpt = _io.load(self.out / "checkpoints" / "last.pt", map_location=self.device)
+        run = self.run_dir
+        run.remove_temporary()
+        ckpt = run.load_last(map_location=self.device)
+        _check_same_config(ckpt.get("config"), self.config, run)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -372,11 +365,11 @@ class Trainer:
             if ckpt["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise UserError(f"checkpoint {str(self.out / 'checkpoints' / 'last.pt')!r} does not "
-                            f"match this run's config ({exc})") from None
+            raise UserError(f"checkpoint {str(run.checkpoint_path('last'))!r} does not match "
+                            f"this run's config ({exc})") from None
         # drop what a killed process logged after its last checkpoint
-        kept = [r for r in _io.read_jsonl(self.out / "metrics.jsonl") if r["step"] <= self.step]
-        _io.write_text(self.out / "metrics.jsonl", "".join(_io.jsonl_line(r) for r in kept))
+        kept = [r for r in run.read_metrics() if r["step"] <= self.step]
+        run.rewrite_metrics(kept)
         self.records = kept
 
     def _finish(self) -> dict:
@@ -402,8 +395,8 @@ class Trainer:
         }
         for sink in self.sinks:
             getattr(sink, "close", lambda: None)()
-        if self.out is not None:
-            _io.write_json(self.out / "summary.json", summary)
+        if self.run_dir is not None:
+            self.run_dir.write_summary(summary)
             self._write_report()
         if self.stop_reason and not self.quiet:
             self.progress.message(f"stopped early: {self.stop_reason}")
@@ -416,7 +409,7 @@ class Trainer:
         """report.html is derived from the files above; failing to write it loses nothing."""
         from ..report import build_report
         try:
-            build_report(self.out)
+            build_report(self.run_dir.path)
         except UserError as exc:
             self.progress.message(f"report.html not written: {exc} "
                                   f"(retry with: gradwise report {self.out})")
@@ -486,6 +479,20 @@ def _build_augment(cfg: Config, data: Splits, full_batch: bool) -> Augment | Non
     low, high = (float(raw.min()), float(raw.max())) if len(raw) else (0.0, 0.0)
     return Augment(cfg.augment, input_shape=data.input_shape, num_classes=data.num_classes,
                    mean=data.mean, std=data.std, value_range=(low, high) if low < high else None)
+
+
+def _check_same_config(saved: dict | None, config: Config, run: RunDir) -> None:
+    """A resumed run must go on with the config it started with (a new seed would re-split
+    the data under the trained model); checkpoints older than this check hold none."""
+    if saved is None:
+        return
+    now, then = flatten(config.model_dump(mode="json")), flatten(saved)
+    changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise UserError(f"{str(run.config_path)!r} was changed after the run started ({shown});"
+                        " --resume continues a run with the config it started with: restore "
+                        "it, or start a new run with --out")
 
 
 def _grad_norm(model: nn.Module) -> float:
