@@ -413,5 +413,5 @@ def test_bad_csv_files(tmp_path):
 
 @pytest.mark.parametrize("seed", [-1, 0.5, None])
 def test_seed_must_be_a_natural_number(seed):
-    with pytest.raises(UserError, match=rf"seed={seed!r} is invalid; it must be an integer >= 0"):
+    with pytest.raises(UserError, match=rf"seed={seed!r} is invalid; seed must be an integer >= 0"):
         load_data("digits", seed=seed)

@@ -163,3 +163,17 @@ def test_newton_needs_a_closure():
     w = torch.zeros(2, requires_grad=True)
     with pytest.raises(ValueError, match="closure"):
         Newton([w]).step(None)
+
+
+def test_cubic_step_of_a_flat_or_degenerate_bracket_is_the_midpoint():
+    """Equal slopes on a quadratic (no curvature left in the cubic) and a zero-width bracket
+    have no cubic minimiser; the safeguarded step is the bracket's midpoint, not a
+    ZeroDivisionError."""
+    from gradwise.optim.lbfgs import _cubic_min
+
+    # f(t) = -t^2 on [0, 1]: slopes 0 and -2, f 0 and -1: disc 0 and a zero denominator
+    assert _cubic_min(0.0, 0.0, 0.0, 1.0, -1.0, -2.0, 0.0, 1.0) == 0.5
+    assert _cubic_min(1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 0.0, 2.0) == 1.0
+    # a true cubic minimiser still wins: f(t) = (t - 0.3)^2 through t = 0 and t = 1
+    t = _cubic_min(0.0, 0.09, -0.6, 1.0, 0.49, 1.4, 0.0, 1.0)
+    assert abs(t - 0.3) < 1e-12

@@ -9,10 +9,13 @@ import numbers
 from .errors import UserError
 
 
-def integer(name: str, value, minimum: int) -> int:
-    """``value`` unless it is not an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserError(f"{name}={value!r} is invalid; {name} must be an integer >= {minimum}")
+def integer(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` unless it is not an integer in ``[minimum, maximum]``."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+            or (maximum is not None and value > maximum)):
+        accepted = (f"an integer >= {minimum}" if maximum is None
+                    else f"an integer in [{minimum}, {maximum}]")
+        raise UserError(f"{name}={value!r} is invalid; {name} must be {accepted}")
     return int(value)
 
 

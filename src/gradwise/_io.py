@@ -51,19 +51,43 @@ def reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def write_output(path: Path, data: bytes | str, example: str) -> Path:
-    """Write a file the user named (a report, a plot), atomically. A folder in its place or an
-    OS error (no permission, a file where a folder should be) is a UserError naming the path;
-    ``example`` is a file name that would do (``compare.html``)."""
+def write_file(path: Path, data: bytes | str) -> Path:
+    """Write a file into a folder gradwise owns (a claimed run, search or lab folder),
+    atomically; a folder in its place or an OS error is a UserError naming the path."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"cannot write {str(path)!r}: it is a directory; expected a file path "
-                        f"such as {example}")
+        raise UserError(f"cannot write {str(path)!r}: a directory is in the way")
     try:
         write_bytes(path, data.encode() if isinstance(data, str) else data)
     except OSError as exc:
         raise UserError(f"cannot write {str(path)!r}: {reason(exc)}") from None
     return path
+
+
+def generator_mark(kind: str) -> str:
+    """The tag by which gradwise knows a page it wrote, and of what kind."""
+    return f'<meta name="generator" content="gradwise {kind}">'
+
+
+def write_output(path: Path, page: str, kind: str, example: str) -> Path:
+    """Write an HTML page to a path the user named (``compare --out FILE``). A new path is
+    fine; an existing file is replaced only if gradwise wrote it as a page of the same
+    ``kind`` (it carries :func:`generator_mark`), so no file of the user's and no file of a
+    run is ever overwritten. ``example`` is a file name that would do (``compare.html``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {str(path)!r}: it is a directory; expected a file path "
+                        f"such as {example}")
+    if path.exists() or path.is_symlink():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError as exc:
+            raise UserError(f"cannot read {str(path)!r}: {reason(exc)}") from None
+        if generator_mark(kind).encode() not in head or path.is_symlink():
+            raise UserError(f"{str(path)!r} exists and is not a {kind} page gradwise wrote; "
+                            f"gradwise does not overwrite it: give a new path such as {example}")
+    return write_file(path, page)
 
 
 def write_json(path: Path, obj) -> None:

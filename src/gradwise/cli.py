@@ -20,9 +20,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ._io import reason
 from .errors import UserError
 from .lab.runner import OPTIMIZERS as LAB_OPTIMIZERS
 from .optim import registry
+
+#: Upper bounds of the counts that allocate (each sweep or seed holds a model and its curves).
+MAX_SEEDS = 100
+MAX_SWEEP_STEPS = 100_000
+MAX_SANITY_SIZE = 10_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UserError as exc:
         print(f"gradwise: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeError) as exc:  # a file the user named: unreadable, unwritable
+        where = getattr(exc, "filename", None)
+        print(f"gradwise: error: {f'{where}: ' if where else ''}{reason(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gradwise: {getattr(args, 'interrupted', 'interrupted')}", file=sys.stderr)
@@ -192,11 +202,14 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sanity(args) -> int:
+    from . import _checks
     from .config import load_config
     from .train import sanity_check
 
-    result = sanity_check(load_config(args.config, args.overrides), size=args.size,
-                          max_steps=args.steps)
+    result = sanity_check(load_config(args.config, args.overrides),
+                          size=_checks.integer("--size", args.size, 1, maximum=MAX_SANITY_SIZE),
+                          max_steps=_checks.integer("--steps", args.steps, 1,
+                                                    maximum=MAX_SWEEP_STEPS))
     print(result["message"])
     return 0 if result["passed"] else 1
 
@@ -209,12 +222,13 @@ def _lr_find(args) -> int:
     from .train import lr_find
 
     config = load_config(args.config, args.overrides)
-    seeds = _checks.integer("--seeds", args.seeds, 1)
+    seeds = _checks.integer("--seeds", args.seeds, 1, maximum=MAX_SEEDS)
+    steps = _checks.integer("--steps", args.steps, 2, maximum=MAX_SWEEP_STEPS)
     out = Path(args.out) if args.out else _fresh_run_dir(
         f"{config.name or Path(args.config).stem}-lr-find")
     claim(out, "lr-find", create=False)
     result = lr_find(config, seeds=tuple(config.seed + i for i in range(seeds)),
-                     start=args.start, end=args.end, steps=args.steps)
+                     start=args.start, end=args.end, steps=steps)
     claim(out, "lr-find")
     _io.write_json(out / "lr_find.json", result)
     save_png(lr_find_figure(result), out / "lr_find.png")

@@ -20,14 +20,40 @@ Model, optimizer and schedule options beyond ``name`` pass through to
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from ._io import reason
 from .errors import UserError
 from .optim import registry
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+#: Strict value types: a bool is not an int, 5.0 is not an int, inf and NaN are not numbers.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Float = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+#: Seeds feed torch's and numpy's generators, which take 32-bit seeds at most.
+MAX_SEED = 2**32 - 1
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class _Strict(BaseModel):
@@ -45,10 +71,10 @@ class _Open(BaseModel):
 
 class DataConfig(_Strict):
     source: str = Field("digits", description="digits, mnist1d, npz:PATH, folder:PATH, csv:PATH")
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    normalize: bool = True
+    val_fraction: Float = Field(0.1, gt=0, lt=1)
+    normalize: Bool = True
     label_column: str | None = None
-    train_size: int | None = Field(None, ge=1, description="train on a class-balanced subset")
+    train_size: Int | None = Field(None, ge=1, description="train on a class-balanced subset")
 
 
 class ModelConfig(_Open):
@@ -57,9 +83,9 @@ class ModelConfig(_Open):
 
 class OptimizerConfig(_Open):
     name: str = "sgd"
-    lr: float = Field(0.01, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    decay_norm_and_bias: bool = False
+    lr: Float = Field(0.01, ge=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    decay_norm_and_bias: Bool = False
 
     @field_validator("name")
     @classmethod
@@ -72,44 +98,44 @@ class OptimizerConfig(_Open):
 
 class ScheduleConfig(_Open):
     name: str = "constant"
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: Float = Field(0.0, ge=0)
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(10, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(1024, ge=1)
-    grad_clip: float | None = Field(None, gt=0)
+    epochs: Int = Field(10, ge=1)
+    max_steps: Int | None = Field(None, ge=1)
+    batch_size: Int = Field(128, ge=1)
+    eval_batch_size: Int = Field(1024, ge=1)
+    grad_clip: Float | None = Field(None, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
-    full_batch: bool | None = Field(None, description="default: true for lbfgs, else false")
-    divergence_factor: float = Field(3.0, gt=1)
-    log_every: int = Field(10, ge=1)
-    monitor_every: int = Field(50, ge=0, description="update ratios etc. every N steps; 0: off")
-    checkpoint: bool = True
-    channels_last: bool = Field(True, description="NHWC layout for image models (faster convs)")
+    full_batch: Bool | None = Field(None, description="default: true for lbfgs, else false")
+    divergence_factor: Float = Field(3.0, gt=1)
+    log_every: Int = Field(10, ge=1)
+    monitor_every: Int = Field(50, ge=0, description="update ratios etc. every N steps; 0: off")
+    checkpoint: Bool = True
+    channels_last: Bool = Field(True, description="NHWC layout for image models (faster convs)")
 
 
 class RegularizationConfig(_Strict):
     """Loss terms: ``l1 * sum|w| + l2 / 2 * sum w^2`` over weights, and label smoothing."""
 
-    l1: float = Field(0.0, ge=0)
-    l2: float = Field(0.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    l1: Float = Field(0.0, ge=0)
+    l2: Float = Field(0.0, ge=0)
+    label_smoothing: Float = Field(0.0, ge=0, lt=1)
 
 
 class EvaluateConfig(_Strict):
     """Test-time averaging of the final evaluation (reported beside the plain numbers)."""
 
-    samples: int = Field(1, ge=1, description="stochastic passes averaged (MC dropout, "
+    samples: Int = Field(1, ge=1, le=1000, description="stochastic passes averaged (MC dropout, "
                                               "fractional pooling draws)")
-    tta_flip: bool = False
-    tta_shift: int = Field(0, ge=0)
+    tta_flip: Bool = False
+    tta_shift: Int = Field(0, ge=0)
 
 
 class Config(_Strict):
     name: str | None = None
-    seed: int = 0
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -134,7 +160,7 @@ class Config(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if value not in ("auto", "cpu") and not value.startswith(("cuda", "mps")):
+        if not _DEVICE.match(value):
             raise ValueError(f"unknown device {value!r}; accepted: auto, cpu, cuda, cuda:N, mps")
         return value
 
@@ -171,9 +197,13 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {str(path)!r}: {reason(exc)}; expected a "
+                        "UTF-8 YAML file") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise UserError(f"config file {str(path)!r} is not valid YAML: "
+                        f"{reason(exc)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

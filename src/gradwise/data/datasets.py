@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gradwise import _checks
 from gradwise.data import _readers
 from gradwise.errors import UserError
 
@@ -50,6 +51,10 @@ class Splits:
         >>> load_data("digits").train_subset(20).y_train.bincount().tolist()
         [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
         """
+        if isinstance(size, bool) or not isinstance(size, int) or size < self.num_classes:
+            raise UserError(f"train_size={size!r} is invalid; a class-balanced subset of "
+                            f"{self.name} needs at least one sample of each of its "
+                            f"{self.num_classes} classes (train_size >= {self.num_classes})")
         if size >= len(self.y_train):
             return self
         order = torch.randperm(len(self.y_train), generator=torch.Generator().manual_seed(seed))
@@ -96,8 +101,7 @@ def load_data(source: str, *, val_fraction: float = 0.1, seed: int = 0, normaliz
     """
     if not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
         raise UserError(f"val_fraction={val_fraction!r} is invalid; it must lie in (0, 1)")
-    if not isinstance(seed, int) or seed < 0:
-        raise UserError(f"seed={seed!r} is invalid; it must be an integer >= 0")
+    seed = _checks.integer("seed", seed, 0)
     parts = _read(source, label_column)
     x_shape = None
     for split, (x, y) in parts.items():
@@ -222,6 +226,9 @@ def _carve(source: str, part: tuple[np.ndarray, np.ndarray], split: str, fractio
 def _check_classes(source: str, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
     """Number of classes, after checking train holds every id 0..K-1 and all others' labels."""
     train = np.unique(parts["train"][1])
+    if len(train) < 2:
+        raise UserError(f"{source}: the train split holds {len(train)} class; a classifier "
+                        "needs at least 2 (labels 0..K-1 with K >= 2)")
     missing = np.setdiff1d(np.arange(train[-1] + 1), train)
     if len(missing):
         raise UserError(f"{source}: y_train lacks class ids {_few(missing)} of 0..{train[-1]}; "

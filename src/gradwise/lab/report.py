@@ -156,7 +156,7 @@ def write_files(out: Path, files: dict[str, bytes]) -> None:
     UserError naming it."""
     out = Path(out)
     for name, data in files.items():
-        _io.write_output(out / name, data, example=Path(name).name)
+        _io.write_file(out / name, data)
 
 
 # -- parsing what the command line gives ------------------------------------------------------

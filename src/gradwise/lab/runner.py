@@ -14,10 +14,14 @@ import numpy as np
 import torch
 
 from .._checks import integer, number
+from ..config import MAX_SEED
 from ..errors import UserError
 from ..optim import registry
 from ..optim.registry import Hyper
 from .surfaces import Surface
+
+#: Updates one run may take (each keeps its point on the path).
+MAX_STEPS = 100_000
 
 #: A run stops ("diverged") once the parameters leave this radius or stop being finite.
 DIVERGED = 1e6
@@ -249,11 +253,11 @@ def run(surface: Surface, optimizer: str, steps: int | None = None, *, hypers: d
     evaluations, counted in ``evals``). The run stops early where the parameters stop being
     finite or leave ``|x| <= 1e6`` (status ``diverged``) or where Newton's system is singular.
     """
-    steps = integer("steps", surface.steps if steps is None else steps, 1)
+    steps = integer("steps", surface.steps if steps is None else steps, 1, maximum=MAX_STEPS)
     noise = number("noise", noise, 0)
     tol = number("tol", tol, 0, open_low=True)
     escape_radius = number("escape_radius", escape_radius, 0, open_low=True)
-    seed = integer("seed", seed, 0)
+    seed = integer("seed", seed, 0, maximum=MAX_SEED)
     spec = get_optimizer(optimizer)
     values = resolve_hypers(optimizer, surface, hypers)
     x0 = surface.start if start is None else start

@@ -210,12 +210,17 @@ def _cubic_min(t1: float, f1: float, g1: float, t2: float, f2: float, g2: float,
                lo: float, hi: float) -> float:
     """Minimiser in ``[lo, hi]`` of the cubic through two points with their slopes
     (Nocedal & Wright, eq. 3.59); the midpoint where the cubic has no minimiser."""
+    if t1 == t2:
+        return (lo + hi) / 2
     d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
     disc = d1 * d1 - g1 * g2
     if disc < 0 or not math.isfinite(disc):
         return (lo + hi) / 2
     d2 = math.copysign(math.sqrt(disc), t2 - t1)
-    t = t2 - (t2 - t1) * (g2 + d2 - d1) / (g2 - g1 + 2 * d2)
+    denominator = g2 - g1 + 2 * d2
+    if denominator == 0:  # a flat cubic (g1 = g2, disc = 0): no interior minimiser
+        return (lo + hi) / 2
+    t = t2 - (t2 - t1) * (g2 + d2 - d1) / denominator
     if not math.isfinite(t):
         return (lo + hi) / 2
     return min(max(t, lo), hi)

@@ -99,7 +99,7 @@ def build_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report.html``, one self-contained page about the run; returns its path."""
     run = RunDir(run_dir).load()
     out = run.path / "report.html"
-    _io.write_output(out, render_report(run), example="report.html")
+    _io.write_file(out, render_report(run))
     return out
 
 
@@ -318,7 +318,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     runs = [RunDir(d).load() for d in dirs]
     labels = unique_labels(dirs)
     colors = plots.categorical_colors(len(runs))
-    _io.write_output(out, render_comparison(runs, labels, colors), example="compare.html")
+    _io.write_output(out, render_comparison(runs, labels, colors), kind="comparison",
+                     example="compare.html")
     return out
 
 
@@ -401,7 +402,7 @@ def render_comparison(runs: list[RunData], labels: list[str], colors: list[str])
     body = [header, page.nav([(sid, t) for sid, t, _ in sections])]
     body += [text for _, _, text in sections]
     body.append(_omitted(notes))
-    return page.page(f"{title} · gradwise", "\n".join(b for b in body if b))
+    return page.page(f"{title} · gradwise", "\n".join(b for b in body if b), kind="comparison")
 
 
 def _swatch(color: str) -> str:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from html import escape as _escape
 
-from .. import __version__
+from .. import __version__, _io
 from ..rundir import record_number as number_of
 from . import plots
 
@@ -132,8 +132,11 @@ footer { margin-top: 30px; color: var(--muted); font-size: .8rem; }
 """
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, kind: str = "report") -> str:
+    """The whole page: ``body`` (HTML) under ``title`` (text), marked as a gradwise page of
+    ``kind`` (``report``, ``comparison``, ``search``) so that it may later be replaced."""
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"{_io.generator_mark(kind)}\n"
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f'<link rel="icon" href="data:,">\n'
             f"<title>{e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"

@@ -58,7 +58,7 @@ def figure_data_uri(fig: Figure, dpi: int = DPI) -> str:
 
 def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write the figure as a PNG file, atomically (its folder is created); returns the path."""
-    return _io.write_output(Path(path), png_bytes(fig, dpi), example="plot.png")
+    return _io.write_file(Path(path), png_bytes(fig, dpi))
 
 
 # -- helpers ----------------------------------------------------------------------------------

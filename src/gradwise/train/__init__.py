@@ -5,6 +5,7 @@ from .diagnosis import diagnose
 from .lr_find import lr_find, lr_range_test
 from .progress import Progress
 from .sanity import sanity_check
-from .trainer import Trainer, fit
+from .trainer import Trainer, check, fit
 
-__all__ = ["Trainer", "fit", "Progress", "diagnose", "lr_find", "lr_range_test", "sanity_check"]
+__all__ = ["Trainer", "check", "fit", "Progress", "diagnose", "lr_find", "lr_range_test",
+           "sanity_check"]

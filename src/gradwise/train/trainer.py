@@ -81,7 +81,12 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = _build_optimizer(self.model, cfg)
         self.full_batch = bool(cfg.train.full_batch)
+        if gopt.registry.get(cfg.optimizer.name).full_batch and not self.full_batch:
+            raise UserError(f"optimizer {cfg.optimizer.name!r} steps on the whole training set "
+                            "with a closure; set train.full_batch: true (its default) or choose "
+                            "a minibatch optimizer")
         self.augment = _build_augment(cfg, self.data, self.full_batch)
+        self._predict = self._averaged_predictor()
         self.monitor = Monitor(self.model, self.data.num_classes, cfg.train.monitor_every)
         n = len(self.data.x_train)
         self.steps_per_epoch = 1 if self.full_batch else math.ceil(n / cfg.train.batch_size)
@@ -414,30 +419,50 @@ class Trainer:
             self.progress.message(f"report.html not written: {exc} "
                                   f"(retry with: gradwise report {self.out})")
 
-    def _averaged_accuracy(self) -> dict:
-        """Val and test accuracy with the configured test-time averaging, if any."""
+    def _averaged_predictor(self) -> Callable[[Tensor], Tensor] | None:
+        """The configured test-time averaging as ``x -> probabilities`` (None: none), tried on
+        two training samples so that a bad setting fails before training, not after it."""
         cfg = self.config.evaluate
         if cfg.samples == 1 and not cfg.tta_flip and not cfg.tta_shift:
-            return {}
+            return None
+        batch = self.config.train.eval_batch_size
         if cfg.samples > 1:
             def predict(x):
                 return mc_predict(self.model, self._layout(x), samples=cfg.samples,
-                                  batch_size=self.config.train.eval_batch_size)
+                                  batch_size=batch)
         else:
             def predict(x):
                 return tta_predict(self.model, self._layout(x), flip=cfg.tta_flip,
-                                   shift=cfg.tta_shift,
-                                   batch_size=self.config.train.eval_batch_size)
+                                   shift=cfg.tta_shift, batch_size=batch)
+        with torch.random.fork_rng(devices=[]):
+            try:
+                predict(self.data.x_train[:2])
+            except UserError as exc:
+                raise UserError(f"evaluate: {exc}") from None
+        return predict
+
+    def _averaged_accuracy(self) -> dict:
+        """Val and test accuracy with the configured test-time averaging, if any."""
+        if self._predict is None:
+            return {}
         result = {}
         for split in ("val", "test"):
             x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
             if len(x):
-                accuracy = float((predict(x).argmax(1) == y).float().mean())
+                accuracy = float((self._predict(x).argmax(1) == y).float().mean())
                 result[f"{split}_accuracy_averaged"] = accuracy
         return result
 
     def _batch(self) -> int:
         return len(self.data.x_train) if self.full_batch else self.config.train.batch_size
+
+
+def check(config: Config | dict | str | Path) -> Config:
+    """Everything the Trainer checks before training (data, model, optimizer, schedule,
+    augmentation, evaluation), without training or writing anything and leaving the global
+    random state as it was; returns the validated Config."""
+    with torch.random.fork_rng(devices=[]):
+        return Trainer(config, out=None, quiet=True).config
 
 
 def fit(config: Config | dict | str | Path, out: str | Path | None = None, *,
