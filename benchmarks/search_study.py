@@ -28,15 +28,8 @@ from pathlib import Path
 from gradwise import _io
 from gradwise.config import read_yaml
 from gradwise.report import plots
-from gradwise.search import Search, load_search
-from gradwise.search.report import (
-    attr,
-    collect,
-    history_figure,
-    narrowing_figure,
-    scatter_figure,
-)
-from gradwise.search.study import with_settings
+from gradwise.search import Search, load_search, with_settings
+from gradwise.search.report import attr, history_figure, narrowing_figure, scatter_figure
 from gradwise.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +64,7 @@ def coarse_to_fine(out: Path, seeds: list[int], workers: int, quick: bool, docs:
               "epochs": epochs, "seeds": seeds,
               "stages": json.loads((out / "coarse-to-fine" / "stages.json").read_text())}
     if docs:
-        stages = collect(search)
+        stages = search.stages()
         for name, fig in (("scatter", scatter_figure(spec, stages)),
                           ("history", history_figure(spec, stages)),
                           ("narrowing", narrowing_figure(spec, stages))):
@@ -97,7 +90,7 @@ def random_vs_grid(out: Path, seeds: list[int], workers: int, quick: bool, docs:
                             out / f"{sampler}-seed{seed}", quiet=True)
             summary = search.run(workers)
             best = summary["best"]
-            trials_done = collect(search)[0]["trials"]
+            trials_done = search.stages()[0]["trials"]
             lrs = {round(t.params["optimizer.lr"], 12) for t in trials_done}
             rows[sampler].append({"seed": seed, "val": best["value"],
                                   "test": best["test_accuracy"], "distinct_lr": len(lrs)})

@@ -25,13 +25,16 @@ from gradwise.errors import UserError
 from gradwise.search import (
     Dimension,
     Search,
+    grid_points,
     grid_values,
     load_search,
     narrow,
     narrow_space,
     parse_space,
+    with_settings,
 )
-from gradwise.search.study import grid_points, with_settings
+from gradwise.search.storage import with_driver
+from gradwise.search.workers import Worker, record_heartbeat, retry_stale
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -60,8 +63,6 @@ def given_up_mlp(input_shape, num_classes, storage: str = ""):
     import optuna
     from optuna.trial import TrialState
 
-    from gradwise.search.study import _retry_stale
-
     class GivenUp(nn.Module):
         def __init__(self):
             super().__init__()
@@ -71,8 +72,7 @@ def given_up_mlp(input_shape, num_classes, storage: str = ""):
             if self.training and not GIVEN_UP:
                 study = optuna.load_study(study_name="tiny:only", storage=storage)
                 (running,) = study.get_trials(states=(TrialState.RUNNING,))
-                study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
-                _retry_stale(study, study._storage.get_trial(running._trial_id))
+                retry_stale(study, study.tell(running.number, state=TrialState.FAIL))
                 GIVEN_UP.append(running.number)
             return self.linear(x.flatten(1))
     return GivenUp()
@@ -135,6 +135,17 @@ BAD_SPACES = [
     ({"optimiser.lr": "loguniform(1e-4, 1e-1)"}, "unknown key 'optimiser'"),
     ({"model.dropuot": "uniform(0, 0.5)"}, "dropuot"),
     ({"optimizer.name": "choice([adam, adamax])"}, "unknown optimizer 'adamax'"),
+    # every choice goes the way a trial's config goes (its Trainer is built), not just the first
+    ({"model.name": "choice([mlp, 'python:os:system'])"}, "python:os:system"),
+    ({"model.name": "choice([mlp, convnet])", "model.hidden": "choice([[32]])"},
+     "unknown option 'hidden' for model 'convnet'"),
+    # the config at each bound of a range is validated too
+    ({"train.batch_size": "int(0, 64)"}, "train.batch_size=0"),
+    # ranges that overflow a float fail here, not in the report after every trial ran
+    ({"optimizer.lr": "loguniform(1e-300, 1e300)"}, "the range is too wide"),
+    ({"model.dropout": "uniform(-1e308, 1e308)"}, "the range is too wide"),
+    ({"train.batch_size": "int(1, 1e400)"}, "takes integers"),
+    ({"train.batch_size": "int(1, 1e17)"}, "too large"),
 ]
 
 
@@ -209,6 +220,24 @@ def test_linear_int_and_choice_narrowing():
     assert narrowed["optimizer.name"].choices == ("adam",)
 
 
+def test_values_read_from_the_storage_become_the_spaces_own():
+    space = parse_space({"model.hidden": "choice([[32], [64, 64]])",
+                         "optimizer.lr": "loguniform(1e-4, 1e-1)",
+                         "train.batch_size": "int(8, 64)"})
+    assert space.decode({"model.hidden": "[64, 64]", "optimizer.lr": 0.01,
+                         "train.batch_size": 16.0}) == {"model.hidden": [64, 64],
+                                                        "optimizer.lr": 0.01,
+                                                        "train.batch_size": 16}
+    for bad in ({"model.hidden": "python:os:system"}, {"model.hidden": [32]},
+                {"optimizer.lr": 0.5}, {"optimizer.lr": "0.01"}, {"optimizer.lr": math.nan},
+                {"train.batch_size": 16.5}, {"train.batch_size": True}):
+        with pytest.raises(ValueError):
+            space.decode({"model.hidden": "[32]", "optimizer.lr": 0.01,
+                          "train.batch_size": 16, **bad})
+    with pytest.raises(ValueError, match="no value for optimizer.lr"):
+        space.decode({"model.hidden": "[32]", "train.batch_size": 16})
+
+
 def test_grid_is_evenly_spaced_cell_centres():
     space = parse_space({"a": "loguniform(1e-4, 1e-0)", "b": "uniform(0, 1)",
                          "c": "choice([x, y])"})
@@ -262,6 +291,20 @@ def test_coarse_to_fine_search_writes_every_output(tmp_path, capsys):
     write(tmp_path / "s2.yaml", changed)
     assert main(["search", str(tmp_path / "s2.yaml"), "--out", str(out), "--resume"]) == 2
     assert "different search config" in capsys.readouterr().err
+
+
+def test_a_choice_of_lists_narrows_to_the_values_of_the_top_trials(tmp_path):
+    """Optuna stores a list choice as JSON text: the next stage keeps the lists themselves."""
+    config = search_config(stages=[{"name": "coarse", "trials": 3, "epochs": 1},
+                                   {"name": "fine", "trials": 2, "epochs": 1, "top_k": 1}])
+    config["space"] = {"optimizer.lr": "loguniform(1e-2, 1e-1)",
+                       "model.hidden": "choice([[16], [32]])"}
+    summary = Search(load_search(config), tmp_path / "out", quiet=True).run()
+    coarse, fine = json.loads((tmp_path / "out" / "stages.json").read_text())
+    best_coarse = coarse["best"]["params"]["model.hidden"]
+    assert fine["space"]["model.hidden"] == {"kind": "choice", "choices": [best_coarse]}
+    assert fine["counts"] == {"COMPLETE": 2}
+    assert summary["best"]["params"]["model.hidden"] == best_coarse
 
 
 def test_divergent_trials_stop_at_3x_the_initial_loss(tmp_path):
@@ -355,7 +398,7 @@ def test_a_grid_point_whose_rerun_was_lost_is_enqueued_again(tmp_path):
         study.enqueue_trial(params, user_attrs={"grid_point": i})
     # a worker takes point 0 and dies; the one that marks it FAIL dies before the re-run
     trial = study.ask()
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    study.tell(trial, state=TrialState.FAIL)
     proc = start_search(write(tmp_path / "s.yaml", config), "--out", tmp_path / "out",
                         "--resume")
     _, err = proc.communicate(timeout=120)
@@ -385,11 +428,9 @@ def test_workers_that_keep_starting_do_not_keep_a_dead_trial_alive(tmp_path):
     config["search"].update(heartbeat=1, grace=2)
     search, study = opened(config, tmp_path / "out")
     dead = study.ask()
-    search.storage.record_heartbeat(dead._trial_id)  # its worker beat once, then died
+    record_heartbeat(search.storage, dead)  # its worker beat once, then died
     for _ in range(6):  # a new worker every half second looks at the stage
-        newcomer = Search(load_search(config), tmp_path / "out", resume=True, quiet=True)
-        newcomer.open()
-        newcomer._watch(study.get_trials())
+        Worker(search.spec, search.storage).watch(study.get_trials())
         time.sleep(0.5)
     fail_stale_trials(study)
     assert study.get_trials()[dead.number].state.name == "FAIL"
@@ -412,13 +453,10 @@ def test_a_grid_trial_killed_before_drawing_reruns_its_grid_point(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from gradwise.search.study import _retry_stale
-
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
     study.enqueue_trial({"lr": 0.01, "depth": 3}, user_attrs={"grid_point": 5})
     trial = study.ask()           # the worker dies here, before any suggest_*
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    _retry_stale(study, study._storage.get_trial(trial._trial_id))
+    retry_stale(study, study.tell(trial, state=TrialState.FAIL))
     (again,) = study.get_trials(states=(TrialState.WAITING,))
     assert again.system_attrs["fixed_params"] == {"lr": 0.01, "depth": 3}
     assert again.user_attrs == {"retry_of": trial.number, "grid_point": 5}
@@ -479,8 +517,6 @@ def start_search(config_path: Path, *args) -> subprocess.Popen:
 
 def trials_of(storage: str, name: str):
     import optuna
-
-    from gradwise.search.study import with_driver
 
     study = optuna.load_study(study_name=name, storage=with_driver(storage))
     return [t for t in study.get_trials() if not t.user_attrs.get("surplus")]

@@ -151,7 +151,7 @@ def test_workers_opening_an_empty_database_together_all_get_the_storage(postgres
     """The first workers on an empty database race to create Optuna's tables."""
     storage = postgres()
     code = ("import sys; from gradwise.search.stages import parse_settings; "
-            "from gradwise.search.study import open_storage; "
+            "from gradwise.search.storage import open_storage; "
             "open_storage(sys.argv[1], parse_settings({'stages': [{'trials': 1, 'epochs': 1}]}))")
     procs = [subprocess.Popen([sys.executable, "-c", code, storage], stderr=subprocess.PIPE,
                               text=True) for _ in range(6)]

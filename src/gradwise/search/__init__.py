@@ -7,14 +7,24 @@ storages.
     summary = Search(spec, "runs/search-mnist1d").run()       # or .run(workers=4)
     summary["best"]["params"]                                 # also runs/.../best.yaml
 
-The config is a training config plus ``space:`` and ``search:`` (see :mod:`.space` and
-:mod:`.stages`); the files written are listed in :mod:`.report`.
+One module per concept, each importing only those above it:
+
+* :mod:`.space` the ranges (``optimizer.lr: loguniform(1e-4, 1e-1)``) and their values;
+* :mod:`.stages` the ``search:`` settings and coarse-to-fine narrowing;
+* :mod:`.spec` the search config, checked before any trial, and a trial's training config;
+* :mod:`.grid` grid stages;
+* :mod:`.workers` how workers share a stage (slots, heartbeats, re-runs, processes);
+* :mod:`.storage` the Optuna storage and its studies;
+* :mod:`.report` the files written (results.csv, best.yaml, report.html, ...);
+* :mod:`.study` the :class:`Search`, which plans each stage and runs them in order.
 """
 
+from .grid import grid_points, grid_values
 from .space import Dimension, Space, parse_space
+from .spec import SearchSpec, check_spec, load_search, trial_config, with_settings
 from .stages import Settings, Stage, narrow, narrow_space, parse_settings
-from .study import Search, SearchSpec, grid_values, load_search, trial_config
+from .study import Search, check_workers
 
 __all__ = ["Dimension", "Space", "parse_space", "Settings", "Stage", "narrow", "narrow_space",
-           "parse_settings", "Search", "SearchSpec", "grid_values", "load_search",
-           "trial_config"]
+           "parse_settings", "Search", "SearchSpec", "check_spec", "check_workers",
+           "grid_points", "grid_values", "load_search", "trial_config", "with_settings"]

@@ -6,64 +6,59 @@
     OUT/summary.json   the best trial and the counts
     OUT/report.html    the plots: learning rate vs regularization coloured by the metric per
                        stage, the optimization history, the ranges from stage to stage
+
+The ranges are the config's own plans (:meth:`gradwise.search.Search.stages`); a trial counts
+as a stage's best, and reaches ``best.yaml`` and the plots, only if its stored params are the
+config's own values. Every value on the page is escaped.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from html import escape
+import math
+from pathlib import Path
+from typing import Protocol
 
 import yaml
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .. import _io
 from ..config import dump
-from ..report import plots
-from .space import Space
+from ..report import page, plots
+from ..report.page import e
+from .space import Dimension, Space
+from .spec import SearchSpec, trial_config
+from .stages import ranked
 
 _ATTRS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "epochs", "seconds",
           "stop_reason", "retry_of", "worker")
 _REGULARIZERS = ("weight_decay", "l2", "l1", "dropout", "label_smoothing", "drop")
 
 
-def collect(search) -> list[dict]:
-    """Per stage that exists: its plan (``stage_study(i).user_attrs``) and its trials."""
-    import optuna
+class Source(Protocol):
+    """What the outputs are written from (a :class:`gradwise.search.Search`)."""
 
-    from .study import existing_studies, study_name
+    spec: SearchSpec
+    out: Path
 
-    search.open()
-    names = existing_studies(search.storage)
-    stages = []
-    for stage in search.spec.settings.stages:
-        name = study_name(search.spec, stage)
-        if name not in names:
-            break
-        study = optuna.load_study(study_name=name, storage=search.storage)
-        if "gradwise" not in study.user_attrs:
-            break
-        trials = [t for t in study.get_trials(deepcopy=False)
-                  if not t.user_attrs.get("surplus")]
-        stages.append({"plan": study.user_attrs["gradwise"], "study": study, "trials": trials})
-    return stages
+    def stages(self) -> list[dict]: ...
 
 
-def write_outputs(search) -> dict:
-    """Write every file above from the storage; returns the summary."""
-    from .study import ranked, trial_config
-
-    stages = collect(search)
+def write_outputs(search: Source) -> dict:
+    """Write every file above from ``search.stages()``; returns the summary."""
+    stages = search.stages()
     out = search.out
     spec = search.spec
     metric = spec.settings.metric
     keys = spec.space.keys()
     rows = []
     for stage in stages:
-        space = Space.from_json(stage["plan"]["space"])
+        space = _space(stage)
         for t in stage["trials"]:
             row = {"stage": stage["plan"]["name"], "trial": t.number, "state": t.state.name}
             row.update({k: _decoded(space, k, t.params.get(k)) for k in keys})
@@ -79,13 +74,13 @@ def write_outputs(search) -> dict:
 
     best = None
     for stage in reversed(stages):
-        top = ranked(stage["study"])
+        top = ranked(stage["study"], _space(stage))
         if top:
             best = (stage, top[0])
             break
     stage_info = []
     for stage in stages:
-        top = ranked(stage["study"])
+        top = ranked(stage["study"], _space(stage))
         counts: dict[str, int] = {}
         for t in stage["trials"]:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
@@ -98,8 +93,7 @@ def write_outputs(search) -> dict:
                "planned_stages": len(spec.settings.stages), "best": None}
     if best is not None:
         stage, trial = best
-        space = Space.from_json(stage["plan"]["space"])
-        params = {k: _decoded(space, k, v) for k, v in trial.params.items()}
+        params = _space(stage).decode(trial.params)
         last_epochs = spec.settings.stages[-1].epochs
         config = trial_config(spec, params, last_epochs)
         header = (f"# The best trial of search {spec.name!r}: stage {stage['plan']['name']}, "
@@ -112,24 +106,32 @@ def write_outputs(search) -> dict:
     return summary
 
 
+def _space(stage: dict) -> Space:
+    return Space.from_json(stage["plan"]["space"])
+
+
 def _trial_json(stage: dict, trial) -> dict:
-    space = Space.from_json(stage["plan"]["space"])
     return {"stage": stage["plan"]["name"], "trial": trial.number, "value": trial.value,
-            "params": {k: _decoded(space, k, v) for k, v in trial.params.items()},
+            "params": _space(stage).decode(trial.params),
             **{a: attr(trial, a) for a in ("val_accuracy", "test_accuracy", "epochs",
                                            "seconds")}}
 
 
 def attr(trial, key: str):
     """A trial's result (``val_accuracy``, ``seconds`` ...) or user attribute (``retry_of``)."""
-    result = trial.user_attrs.get("result") or {}
+    result = trial.user_attrs.get("result")
+    result = result if isinstance(result, dict) else {}
     return result[key] if key in result else trial.user_attrs.get(key)
 
 
 def _decoded(space: Space, key: str, value):
-    from .study import decode_param
-
-    return None if value is None else decode_param(space, key, value)
+    """The config value of a stored param; a value outside the space is shown as stored."""
+    if value is None:
+        return None
+    try:
+        return space[key].decode(value)
+    except (KeyError, ValueError):
+        return value
 
 
 def _cell(value):
@@ -142,7 +144,7 @@ def _cell(value):
 
 # -- the page ---------------------------------------------------------------------------------
 
-def scatter_keys(spec) -> tuple[str, str | None] | None:
+def scatter_keys(spec: SearchSpec) -> tuple[str, str | None] | None:
     """The scatter's axes: ``search.plot``, else the learning rate (or the first numeric key)
     against the first regularization key (weight decay, l2, l1, dropout ...)."""
     if spec.settings.plot:
@@ -157,24 +159,23 @@ def scatter_keys(spec) -> tuple[str, str | None] | None:
     return x, y
 
 
-def render(spec, stages: list[dict], summary: dict) -> str:
-    from ..report import page
-
+def render(spec: SearchSpec, stages: list[dict], summary: dict) -> str:
+    """The report page: the best trial, the stages and their ranges, and the figures."""
     metric = spec.settings.metric
-    parts = [f"<h1>{escape(spec.name)} · search</h1>"]
+    parts = [f"<h1>{e(spec.name)} · search</h1>"]
     best = summary.get("best")
     if best:
-        rows = [("best", f"stage {escape(best['stage'])}, trial {best['trial']}"),
-                (metric, f"{best['value']:.4f}"),
-                ("test accuracy", page.fmt_percent(best.get("test_accuracy"))),
-                *[(k, escape(_fmt(v))) for k, v in best["params"].items()]]
+        rows = [("best", f"stage {e(best['stage'])}, trial {e(best['trial'])}"),
+                (metric, e(_fmt(best["value"]))),
+                ("test accuracy", e(page.fmt_percent(best.get("test_accuracy")))),
+                *[(k, e(_fmt(v))) for k, v in best["params"].items()]]
         parts.append(page.section("best", "Best trial", "Its config is best.yaml "
-                                   "(with the last stage's epochs).", page.table(rows)))
+                                  "(with the last stage's epochs).", page.table(rows)))
     table = "".join(
-        f"<tr><td>{escape(s['plan']['name'])}</td><td>{s['plan']['epochs']}</td>"
-        f"<td>{sum(t.state.name in ('COMPLETE', 'PRUNED') for t in s['trials'])}"
-        f" / {s['plan']['trials']}</td><td>"
-        + "<br>".join(escape(f"{k}: {_range_text(v)}") for k, v in s["plan"]["space"].items())
+        f"<tr><td>{e(s['plan']['name'])}</td><td>{e(s['plan']['epochs'])}</td>"
+        f"<td>{e(sum(t.state.name in ('COMPLETE', 'PRUNED') for t in s['trials']))}"
+        f" / {e(s['plan']['trials'])}</td><td>"
+        + "<br>".join(e(f"{dim.key}: {dim.text()}") for dim in _space(s))
         + "</td></tr>" for s in stages)
     parts.append(page.section(
         "stages", "Stages", "Each stage's epochs, finished / planned trials and ranges.",
@@ -198,47 +199,48 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _range_text(dim: dict) -> str:
-    if dim["kind"] == "choice":
-        return f"choice {dim['choices']}"
-    return f"{dim['kind']}({dim['low']:.4g}, {dim['high']:.4g})"
+def _finished(stage: dict) -> list[tuple[float, dict]]:
+    """(value, params) of the stage's COMPLETE trials with a finite value and the config's own
+    params, in trial order."""
+    space = _space(stage)
+    done = []
+    for t in sorted(stage["trials"], key=lambda t: t.number):
+        if t.state.name != "COMPLETE" or t.value is None or not math.isfinite(t.value):
+            continue
+        try:
+            done.append((t.value, space.decode(t.params)))
+        except ValueError:
+            continue
+    return done
 
 
-def _points(stage: dict, key: str) -> list:
-    return [t.params.get(key) for t in stage["trials"]]
-
-
-def _finished(stage: dict) -> list:
-    return [t for t in stage["trials"] if t.state.name == "COMPLETE" and t.value is not None]
-
-
-def scatter_figure(spec, stages: list[dict]):
+def scatter_figure(spec: SearchSpec, stages: list[dict]) -> Figure | None:
     """One panel per stage: x against y (log axes for loguniform), colour = the metric."""
     axes_keys = scatter_keys(spec)
     if axes_keys is None or not stages:
         return None
     x_key, y_key = axes_keys
     metric = spec.settings.metric
-    values = [t.value for s in stages for t in _finished(s)]
+    values = [v for s in stages for v, _ in _finished(s)]
     if not values:
         return None
     fig = plots.new_figure(3.4 * len(stages) + 1.0, 3.2)
     axes = fig.subplots(1, len(stages), squeeze=False)[0]
     norm = Normalize(min(values), max(values) if max(values) > min(values)
-                           else min(values) + 1e-9)
+                     else min(values) + 1e-9)
     cmap = colormaps["viridis" if spec.settings.direction == "maximize" else "viridis_r"]
     for ax, stage in zip(axes, stages, strict=True):
         done = _finished(stage)
-        xs = [t.params[x_key] for t in done]
-        ys = [t.params[y_key] if y_key else t.value for t in done]
-        ax.scatter(xs, ys, c=[t.value for t in done], cmap=cmap, norm=norm, s=28,
+        xs = [p[x_key] for _, p in done]
+        ys = [p[y_key] if y_key else v for v, p in done]
+        ax.scatter(xs, ys, c=[v for v, _ in done], cmap=cmap, norm=norm, s=28,
                    edgecolors="black", linewidths=0.4)
-        ranges = stage["plan"]["space"]
-        x_range = (ranges[x_key]["low"], ranges[x_key]["high"])
-        y_range = (ranges[y_key]["low"], ranges[y_key]["high"]) if y_key else None
-        if y_range:  # the stage's box, inside the first stage's axes
-            ax.add_patch(Rectangle((x_range[0], y_range[0]), x_range[1] - x_range[0],
-                                   y_range[1] - y_range[0], fill=False, linestyle="--",
+        space = _space(stage)
+        x_dim = space[x_key]
+        if y_key:  # the stage's box, inside the first stage's axes
+            y_dim = space[y_key]
+            ax.add_patch(Rectangle((x_dim.low, y_dim.low), x_dim.high - x_dim.low,
+                                   y_dim.high - y_dim.low, fill=False, linestyle="--",
                                    edgecolor="grey", linewidth=0.8))
             ax.set_ylim(*_padded(spec.space[y_key]))
         ax.set_xlim(*_padded(spec.space[x_key]))
@@ -254,16 +256,23 @@ def scatter_figure(spec, stages: list[dict]):
     return fig
 
 
-def _padded(dim) -> tuple[float, float]:
-    """The dimension's range with a 4% margin (of the log range for loguniform)."""
+def _padded(dim: Dimension) -> tuple[float, float]:
+    """The dimension's range with a 4% margin (of the log range for loguniform); no margin on
+    a side where it would leave the floats.
+
+    >>> _padded(Dimension("lr", "loguniform", 1e-4, 1e300))
+    (6.91830970918936e-17, 1e+300)
+    """
     if dim.log:
         factor = (dim.high / dim.low) ** 0.04
-        return dim.low / factor, dim.high * factor
+        low, high = dim.low / factor, dim.high * factor
+        return (low if low > 0 else dim.low), (high if math.isfinite(high) else dim.high)
     pad = 0.04 * (dim.high - dim.low)
-    return dim.low - pad, dim.high + pad
+    low, high = dim.low - pad, dim.high + pad
+    return (low if math.isfinite(low) else dim.low), (high if math.isfinite(high) else dim.high)
 
 
-def history_figure(spec, stages: list[dict]):
+def history_figure(spec: SearchSpec, stages: list[dict]) -> Figure | None:
     """The metric of every finished trial in storage order, coloured by stage, and the running
     best within each stage."""
     if not any(_finished(s) for s in stages):
@@ -274,16 +283,15 @@ def history_figure(spec, stages: list[dict]):
     colors = plots.categorical_colors(len(stages))
     offset = 0
     for stage, color in zip(stages, colors, strict=True):
-        done = sorted(_finished(stage), key=lambda t: t.number)
-        xs = list(range(offset, offset + len(done)))
-        ys = [t.value for t in done]
+        ys = [v for v, _ in _finished(stage)]
+        xs = list(range(offset, offset + len(ys)))
         ax.scatter(xs, ys, color=color, s=18, label=stage["plan"]["name"])
         best, bests = None, []
         for y in ys:
             best = y if best is None else (max(best, y) if maximize else min(best, y))
             bests.append(best)
         ax.step(xs, bests, where="post", color=color, alpha=0.8)
-        offset += len(done)
+        offset += len(ys)
     ax.set_xlabel("finished trial")
     ax.set_ylabel(spec.settings.metric)
     ax.grid(alpha=0.3)
@@ -291,8 +299,9 @@ def history_figure(spec, stages: list[dict]):
     return fig
 
 
-def narrowing_figure(spec, stages: list[dict]):
-    """One row per numeric key: a bar per stage from its low to its high."""
+def narrowing_figure(spec: SearchSpec, stages: list[dict]) -> Figure | None:
+    """One row per numeric key: a bar per stage from its low to its high, and the trials'
+    values as dots."""
     numeric = [d for d in spec.space if d.kind != "choice"]
     if not numeric or not stages:
         return None
@@ -301,10 +310,9 @@ def narrowing_figure(spec, stages: list[dict]):
     colors = plots.categorical_colors(len(stages))
     for ax, dim in zip(axes, numeric, strict=True):
         for i, (stage, color) in enumerate(zip(stages, colors, strict=True)):
-            r = stage["plan"]["space"][dim.key]
-            ax.plot([r["low"], r["high"]], [i, i], color=color, linewidth=6,
-                    solid_capstyle="butt")
-            pts = [p for p in _points(stage, dim.key) if p is not None]
+            r = _space(stage)[dim.key]
+            ax.plot([r.low, r.high], [i, i], color=color, linewidth=6, solid_capstyle="butt")
+            pts = _points(stage, dim.key)
             ax.scatter(pts, [i] * len(pts), color="black", s=6, zorder=3)
         ax.set_yticks(range(len(stages)), [s["plan"]["name"] for s in stages], fontsize=8)
         ax.set_ylim(-0.6, len(stages) - 0.4)
@@ -315,3 +323,14 @@ def narrowing_figure(spec, stages: list[dict]):
         ax.grid(alpha=0.3, axis="x")
     return fig
 
+
+def _points(stage: dict, key: str) -> list:
+    """The stage's trials' values of ``key`` that are inside the stage's range."""
+    dim = _space(stage)[key]
+    values = []
+    for t in stage["trials"]:
+        try:
+            values.append(dim.decode(t.params[key]))
+        except (KeyError, ValueError):
+            continue
+    return values

@@ -8,12 +8,15 @@ Forms (KEY is any dotted config key, e.g. ``optimizer.lr``, ``model.dropout``)::
     optimizer.name: choice([adam, sgd])      # one of the listed values
 
 Each dimension is a :class:`Dimension`; a :class:`Space` maps keys to dimensions, knows its
-midpoint (the centre of every range, on the log scale for loguniform: ``sqrt(a * b)``) and
-writes sampled values into a config dict.
+midpoint (the centre of every range, on the log scale for loguniform: ``sqrt(a * b)``), and
+turns values into the plain form Optuna stores (:meth:`Dimension.encode`) and back, refusing a
+stored value that is not in the space (:meth:`Dimension.decode`): a value read from a shared
+storage becomes one of this config's own values or nothing.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,7 +28,9 @@ from ..errors import UserError
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 _CALL = re.compile(r"^\s*([A-Za-z_]+)\s*\((.*)\)\s*$", re.S)
-_SHORTHAND = {"data": "source", "model": "name", "optimizer": "name", "schedule": "name"}
+_PRIMITIVE = (str, int, float, bool, type(None))
+#: integer bounds beyond this lose precision in a float (Optuna stores params as floats)
+MAX_INT = 2 ** 53
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,8 @@ class Dimension:
         """The centre: ``sqrt(low * high)`` (log), ``(low + high) / 2`` or the first choice."""
         if self.kind == "choice":
             return self.choices[0]
-        if self.log:
-            return math.sqrt(self.low * self.high)
+        if self.log:  # sqrt(low) * sqrt(high): low * high may underflow
+            return math.sqrt(self.low) * math.sqrt(self.high)
         mid = (self.low + self.high) / 2
         return round(mid) if self.kind == "int" else mid
 
@@ -56,6 +61,40 @@ class Dimension:
         if self.kind == "choice":
             return f"choice({yaml.safe_dump(list(self.choices), default_flow_style=True).strip()})"
         return f"{self.kind}({self.low:.6g}, {self.high:.6g})"
+
+    def encode(self, value):
+        """``value`` as Optuna stores it: a plain scalar as is, a list or mapping as JSON text.
+
+        >>> Dimension("model.hidden", "choice", choices=([32], [64])).encode([32])
+        '[32]'
+        """
+        return value if isinstance(value, _PRIMITIVE) else json.dumps(value)
+
+    def decode(self, stored):
+        """The config value of a value read from the storage: one of this dimension's own
+        choices, or a number inside its range (to a relative 1e-9, for rounding); a
+        ValueError for anything else.
+
+        >>> Dimension("optimizer.name", "choice", choices=("adam", "sgd")).decode("sgd")
+        'sgd'
+        >>> Dimension("lr", "loguniform", 1e-4, 1e-1).decode(0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr: 0.5 is outside loguniform(0.0001, 0.1)
+        """
+        if self.kind == "choice":
+            for choice in self.choices:
+                encoded = self.encode(choice)
+                if type(encoded) is type(stored) and encoded == stored:
+                    return choice
+            raise ValueError(f"{self.key}: {stored!r} is not one of the choices")
+        number = (isinstance(stored, int | float) and not isinstance(stored, bool)
+                  and math.isfinite(stored))
+        slack = 1e-9 * (abs(self.low) + abs(self.high))
+        if not (number and self.low - slack <= stored <= self.high + slack
+                and (self.kind != "int" or stored == int(stored))):
+            raise ValueError(f"{self.key}: {stored!r} is outside {self.text()}")
+        return int(stored) if self.kind == "int" else float(stored)
 
     def to_json(self) -> dict:
         if self.kind == "choice":
@@ -94,6 +133,14 @@ class Space:
 
     def to_json(self) -> dict:
         return {d.key: d.to_json() for d in self.dims}
+
+    def decode(self, params: dict) -> dict[str, Any]:
+        """A trial's stored params as config values (:meth:`Dimension.decode`), one per key of
+        the space; a ValueError when a key is missing or a value is not in the space."""
+        missing = [k for k in self.keys() if k not in params]
+        if missing:
+            raise ValueError(f"no value for {', '.join(missing)}")
+        return {d.key: d.decode(params[d.key]) for d in self.dims}
 
     @classmethod
     def from_json(cls, data: dict) -> Space:
@@ -143,34 +190,17 @@ def parse_dimension(key: str, text) -> Dimension:
         low, high = (_integer(where, a) for a in args)
     else:
         low, high = (_number(where, a) for a in args)
+    shown = f"{kind}({args[0]}, {args[1]})"
     if not low < high:
-        raise UserError(f"{where}: {kind}({args[0]}, {args[1]}): low must be < high")
+        raise UserError(f"{where}: {shown}: low must be < high")
     if kind == "loguniform" and low <= 0:
-        raise UserError(f"{where}: loguniform({args[0]}, {args[1]}): both bounds must be > 0 "
+        raise UserError(f"{where}: {shown}: both bounds must be > 0 "
                         "(the range is uniform on the log scale)")
+    if not math.isfinite(high / low if kind == "loguniform" else high - low):
+        raise UserError(f"{where}: {shown}: the range is too wide to sample and plot "
+                        f"({'high / low' if kind == 'loguniform' else 'high - low'} overflows "
+                        "a float)")
     return Dimension(key, kind, low, high)
-
-
-def set_key(raw: dict, key: str, value) -> None:
-    """Write ``value`` at the dotted ``key`` of a config dict (shorthands like
-    ``optimizer: adamw`` are expanded to ``{name: adamw}`` first).
-
-    >>> raw = {"optimizer": "adamw"}; set_key(raw, "optimizer.lr", 0.01); raw
-    {'optimizer': {'name': 'adamw', 'lr': 0.01}}
-    """
-    parts = key.split(".")
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if isinstance(child, str) and i == 0 and part in _SHORTHAND:
-            child = {_SHORTHAND[part]: child}
-        if child is None:
-            child = {}
-        if not isinstance(child, dict):
-            raise UserError(f"space: {key}: {'.'.join(parts[:i + 1])} is not a config section")
-        node[part] = child = dict(child)
-        node = child
-    node[parts[-1]] = value
 
 
 def _args(where: str, inner: str) -> list:
@@ -217,6 +247,10 @@ def _number(where: str, value) -> float:
 
 def _integer(where: str, value) -> int:
     value = _plain(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value != int(value)):
         raise UserError(f"{where}: int(low, high) takes integers (got {value!r})")
+    if abs(value) > MAX_INT:
+        raise UserError(f"{where}: int(low, high): {value!r} is too large; the bounds must be "
+                        f"within +-2**53 (exact as floats)")
     return int(value)

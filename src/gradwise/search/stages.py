@@ -147,6 +147,24 @@ def narrow_space(space: Space, top: list[dict], margin: float = 0.5,
                        for d in space))
 
 
+def ranked(study, space: Space) -> list:
+    """The COMPLETE trials of an Optuna ``study`` with a value and with params inside
+    ``space`` (:meth:`Space.decode`), best first (ties: the earlier trial). A trial whose
+    params are not this config's values is never a stage's best, whatever the storage says."""
+    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state.name == "COMPLETE" and t.value is not None and _fits(space, t.params)]
+    return sorted(done, key=lambda t: (sign * t.value, t.number))
+
+
+def _fits(space: Space, params: dict) -> bool:
+    try:
+        space.decode(params)
+    except ValueError:
+        return False
+    return True
+
+
 def _known(where: str, raw: dict, accepted: tuple[str, ...]) -> None:
     for key in raw:
         if key not in accepted:
