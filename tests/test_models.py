@@ -24,7 +24,7 @@ def count(model: nn.Module, kind) -> int:
 
 
 def test_models_lists_the_built_in_models():
-    assert MODELS == ("mlp", "convnet", "resnet", "cnn1d")
+    assert tuple(MODELS) == ("mlp", "convnet", "resnet", "cnn1d")
     assert set(SHAPES) == set(MODELS)
 
 

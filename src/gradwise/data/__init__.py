@@ -1,5 +1,5 @@
 """Datasets held in memory as train, validation and test tensors: see :func:`load_data`."""
 
-from gradwise.data.datasets import SOURCES, Splits, load_data
+from gradwise.data.datasets import READERS, Source, Splits, load_data, sources
 
-__all__ = ["SOURCES", "Splits", "load_data"]
+__all__ = ["READERS", "Source", "Splits", "load_data", "sources"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,34 @@ from gradwise import _checks
 from gradwise.data import _readers
 from gradwise.errors import UserError
 
-SOURCES = ("digits", "mnist1d", "npz:PATH", "folder:PATH", "csv:PATH")
+
+@dataclass(frozen=True)
+class Source:
+    """A kind of data source: ``read(source, path, label_column)`` returns the raw arrays by
+    split (see :mod:`gradwise.data._readers`); ``takes_path``: written ``KIND:PATH``;
+    ``label_column``: whether the kind takes that option."""
+
+    read: Callable[[str, Path | None, str | None], _readers.Parts]
+    takes_path: bool
+    label_column: bool = False
+
+
+#: Data source kinds, written ``KIND`` or ``KIND:PATH``. A new source is its reader plus one
+#: entry here.
+READERS: dict[str, Source] = {
+    "digits": Source(lambda source, path, label_column: _readers.read_digits(), False),
+    "mnist1d": Source(lambda source, path, label_column: _readers.read_mnist1d(), False),
+    "npz": Source(lambda source, path, label_column: _readers.read_npz(source, path), True),
+    "folder": Source(lambda source, path, label_column: _readers.read_folder(source, path),
+                     True),
+    "csv": Source(_readers.read_csv, True, label_column=True),
+}
+
+
+def sources() -> tuple[str, ...]:
+    """The accepted ``data`` values: ``('digits', 'mnist1d', 'npz:PATH', ...)``."""
+    return tuple(f"{k}:PATH" if r.takes_path else k for k, r in READERS.items())
+
 TEST_FRACTION = 0.2  # carved, with seed 0, from sources without their own test split
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
 
@@ -76,7 +104,7 @@ class Splits:
 
 def load_data(source: str, *, val_fraction: float = 0.1, seed: int = 0, normalize: bool = True,
               label_column: str | None = None) -> Splits:
-    """Load ``source`` (one of ``SOURCES``) into memory as :class:`Splits`.
+    """Load ``source`` (one of :func:`sources`) into memory as :class:`Splits`.
 
     - ``digits``: scikit-learn's 8x8 digits as (1, 8, 8) images in [0, 1].
     - ``mnist1d``: the MNIST-1D paper's 4000/1000 set, regenerated offline, as (1, 40) sequences.
@@ -136,22 +164,19 @@ def load_data(source: str, *, val_fraction: float = 0.1, seed: int = 0, normaliz
 def _read(source: str, label_column: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Raw arrays by split: train, test and val, or one pool named data still to be split."""
     kind, colon, arg = source.partition(":") if isinstance(source, str) else ("", "", "")
-    if not (kind in ("digits", "mnist1d") and not colon
-            or kind in ("npz", "folder", "csv") and arg):
-        raise UserError(f"unknown data source {source!r}; accepted: {', '.join(SOURCES)}")
-    if label_column is not None and kind != "csv":
-        raise UserError(f"label_column={label_column!r} applies only to csv:PATH sources, "
-                        f"not {source!r}")
-    if kind == "digits":
-        return _readers.read_digits()
-    if kind == "mnist1d":
-        return _readers.read_mnist1d()
+    reader = READERS.get(kind)
+    if reader is None or bool(colon) != reader.takes_path or (reader.takes_path and not arg):
+        raise UserError(f"unknown data source {source!r}; accepted: {', '.join(sources())}")
+    if label_column is not None and not reader.label_column:
+        raise UserError(f"label_column={label_column!r} applies only to "
+                        f"{', '.join(f'{k}:PATH' for k, r in READERS.items() if r.label_column)}"
+                        f" sources, not {source!r}")
+    if not reader.takes_path:
+        return reader.read(source, None, label_column)
     path = Path(arg).expanduser()
     if not path.exists():
         raise UserError(f"{source}: {path} does not exist")
-    if kind == "csv":
-        return _readers.read_csv(source, path, label_column)
-    return (_readers.read_npz if kind == "npz" else _readers.read_folder)(source, path)
+    return reader.read(source, path, label_column)
 
 
 def _arr(kind: str, split: str) -> str:

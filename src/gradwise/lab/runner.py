@@ -8,6 +8,7 @@ path is exactly what the library does. Optional gradient noise (the minibatch pi
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -71,8 +72,8 @@ class LabOptimizer:
 
 _ADAM = ("lr", "beta1", "beta2", "eps", "eps_inside", "weight_decay", "amsgrad")
 
-#: The lab's optimizers, by lab name.
-OPTIMIZERS: dict[str, LabOptimizer] = {o.name: o for o in (
+#: The lecture's variants, by lab name: registered optimizers with some settings fixed.
+PRESETS: dict[str, LabOptimizer] = {o.name: o for o in (
     LabOptimizer("sgd", "SGD", "sgd", ("lr", "weight_decay"), fixed={"momentum": 0.0}),
     LabOptimizer("momentum", "SGD + momentum", "sgd",
                  ("lr", "momentum", "form", "dampening", "weight_decay"),
@@ -96,10 +97,43 @@ OPTIMIZERS: dict[str, LabOptimizer] = {o.name: o for o in (
 )}
 
 
+class _LabOptimizers(Mapping):
+    """Lab name -> :class:`LabOptimizer`: the presets, then every other registered optimizer
+    with all its hyperparameters (read live, so a newly registered one shows up)."""
+
+    def _plain(self) -> list[str]:
+        return [n for n in registry.names() if n not in PRESETS]
+
+    def __getitem__(self, name: str) -> LabOptimizer:
+        if name in PRESETS:
+            return PRESETS[name]
+        if name in self._plain():
+            entry = registry.get(name)
+            return LabOptimizer(name, name, name, tuple(h.name for h in entry.hypers))
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*PRESETS, *self._plain()])
+
+    def __len__(self) -> int:
+        return len(PRESETS) + len(self._plain())
+
+
+#: The lab's optimizers, by lab name.
+OPTIMIZERS: Mapping[str, LabOptimizer] = _LabOptimizers()
+
+
 def get_optimizer(name: str) -> LabOptimizer:
     if name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {name!r}; accepted: {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name]
+
+
+def default_lr(surface: Surface, name: str) -> float:
+    """The learning rate the lab starts optimizer ``name`` with on ``surface``: the surface's
+    choice for its family, else the optimizer's registered default."""
+    lr = surface.default_lr(name)
+    return get_optimizer(name).entry.hyper("lr").default if lr is None else lr
 
 
 def resolve_hypers(name: str, surface: Surface, given: dict | None = None) -> dict:
@@ -108,7 +142,7 @@ def resolve_hypers(name: str, surface: Surface, given: dict | None = None) -> di
     spec = get_optimizer(name)
     values = {h.name: h.default for h in spec.hypers}
     if values.get("lr") is None:
-        values["lr"] = surface.default_lr(name)
+        values["lr"] = default_lr(surface, name)
     for key, raw in (given or {}).items():
         values[key] = spec.hyper(key).parse(name, raw)
     return values

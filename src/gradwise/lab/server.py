@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from .._checks import integer, number
 from ..errors import UserError
 from . import plots
-from .runner import OPTIMIZERS, compare, parse_optimizers
+from .runner import OPTIMIZERS, compare, default_lr, parse_optimizers
 from .surfaces import SURFACES, Surface, get_surface
 
 #: Limits of one request from the page.
@@ -93,7 +93,7 @@ def options() -> dict:
         s = factory()
         surfaces[name] = dict(
             formula=s.formula, steps=s.steps, start=list(s.start),
-            lrs={o: s.default_lr(o) for o in OPTIMIZERS},
+            lrs={o: default_lr(s, o) for o in OPTIMIZERS},
             params={k: dict(default=p.default, low=p.low, high=p.high, help=p.help)
                     for k, p in params.items()})
     optimizers = {

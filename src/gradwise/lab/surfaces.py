@@ -57,8 +57,10 @@ class Surface:
             return None
         return float(self(torch.tensor(self.minimum, dtype=torch.float64)))
 
-    def default_lr(self, optimizer: str) -> float:
-        return self.lrs.get(LR_FAMILIES[optimizer], 1.0)
+    def default_lr(self, optimizer: str) -> float | None:
+        """The learning rate that shows ``optimizer`` well here (None: no family known)."""
+        family = LR_FAMILIES.get(optimizer)
+        return None if family is None else self.lrs.get(family, 1.0)
 
     def grid(self, window: tuple[float, float, float, float], n: int = 160):
         """``(X, Y, Z)`` numpy arrays of the loss on an ``n x n`` grid over ``window``

@@ -18,7 +18,7 @@ import importlib
 import inspect
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -157,7 +157,7 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
     num_classes = _positive_int("num_classes", num_classes)
     if isinstance(name, str) and name.startswith("python:"):
         return _from_python(name, input_shape, num_classes, options)
-    builder = _BUILDERS.get(name) if isinstance(name, str) else None
+    builder = MODELS.get(name) if isinstance(name, str) else None
     if builder is None:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, "
                         "or 'python:module:function' for your own")
@@ -298,8 +298,11 @@ def _cnn1d(input_shape: tuple[int, ...], num_classes: int, *, channels=(32, 64, 
     return Classifier(nn.Sequential(*layers), nn.Linear(in_channels, num_classes))
 
 
-_BUILDERS = {"mlp": _mlp, "convnet": _convnet, "resnet": _resnet, "cnn1d": _cnn1d}
-MODELS: tuple[str, ...] = tuple(_BUILDERS)
+#: The model zoo: name -> builder ``(input_shape, num_classes, *, options...) -> nn.Module``
+#: (its keyword-only arguments are the model's config options). A new model is its builder
+#: plus one entry here.
+MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp, "convnet": _convnet,
+                                               "resnet": _resnet, "cnn1d": _cnn1d}
 
 
 def _head(width: int, num_classes: int, drop_connect: float) -> nn.Linear:

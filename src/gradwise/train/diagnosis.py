@@ -27,6 +27,9 @@ when given (the epoch records' train accuracy is a running mean with dropout and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 RISE = 1.5
 GIVE_BACK = 0.1
 STALL = 0.9
@@ -36,7 +39,105 @@ FLAT = 0.02
 FIT = 0.95
 CONVERGED = 0.99
 
-LABELS = ("diverging", "not-learning", "overfitting", "plateau", "underfitting", "healthy")
+@dataclass(frozen=True)
+class Facts:
+    """What every rule reads: the step and epoch records of a run and the numbers drawn from
+    them (``evidence``: the facts every label's evidence starts with)."""
+
+    steps: list[dict]
+    epochs: list[dict]
+    initial: float             # the first step's loss
+    losses: list[float]        # the epoch train losses
+    train_accuracy: float
+    val_accuracy: float
+
+    @property
+    def final(self) -> float:
+        return self.losses[-1]
+
+    @property
+    def lowest(self) -> float:
+        return min(self.losses)
+
+    @property
+    def gap(self) -> float:
+        return self.train_accuracy - self.val_accuracy
+
+    @property
+    def evidence(self) -> dict:
+        return {"initial_loss": self.initial, "final_train_loss": self.final,
+                "train_accuracy": self.train_accuracy, "val_accuracy": self.val_accuracy,
+                "gap": self.gap}
+
+
+def _diverging(f: Facts) -> dict | None:
+    if (f.final > RISE * f.lowest and f.final - f.lowest > GIVE_BACK * (f.initial - f.lowest)
+            and f.losses.index(f.lowest) < len(f.losses) - 1):
+        epoch = f.losses.index(f.lowest) + 1
+        return _result("diverging", f"the train loss fell to {f.lowest:.3g} at epoch {epoch}, "
+                       f"then rose to {f.final:.3g}", _DIVERGING_ADVICE,
+                       {**f.evidence, "lowest_train_loss": f.lowest, "lowest_epoch": epoch})
+    return None
+
+
+def _not_learning(f: Facts) -> dict | None:
+    if f.final > STALL * f.initial:
+        return _result("not-learning",
+                       f"the train loss barely moved: {f.initial:.3g} at the start, "
+                       f"{f.final:.3g} after {len(f.epochs)} epochs", _NOT_LEARNING_ADVICE,
+                       {**f.evidence, "loss_ratio": f.final / f.initial,
+                        "lr": f.epochs[-1]["lr"]})
+    return None
+
+
+def _overfitting(f: Facts) -> dict | None:
+    if f.gap > GAP and f.gap >= GAP_SHARE * (1 - f.val_accuracy):
+        opened = next((r["epoch"] for r in f.epochs
+                       if r["train_accuracy"] - r["val_accuracy"] > GAP), f.epochs[-1]["epoch"])
+        best = max(f.epochs, key=lambda r: r["val_accuracy"])
+        return _result("overfitting",
+                       f"train accuracy {100 * f.train_accuracy:.1f}% vs val "
+                       f"{100 * f.val_accuracy:.1f}%: a gap of {100 * f.gap:.1f} points, "
+                       f"above {100 * GAP:.0f} since epoch {opened}",
+                       _overfitting_advice(best["epoch"], len(f.epochs)),
+                       {**f.evidence, "gap_opened_epoch": opened,
+                        "best_val_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"]})
+    return None
+
+
+def _plateau(f: Facts) -> dict | None:
+    flat_from = _plateau_start(f.epochs)
+    if flat_from is not None and f.train_accuracy < CONVERGED:
+        return _result("plateau",
+                       f"the train loss has stayed flat (within {100 * FLAT:.0f}%) since epoch "
+                       f"{flat_from} at a constant learning rate",
+                       [f"decay the learning rate (e.g. 10x, or a step/cosine schedule) around "
+                        f"epoch {flat_from}, where the curve flattened",
+                        "a plateau can also be a learning rate slightly too high: the loss "
+                        "bounces at the noise floor; decay breaks it"],
+                       {**f.evidence, "flat_since_epoch": flat_from, "lr": f.epochs[-1]["lr"]})
+    return None
+
+
+def _underfitting(f: Facts) -> dict | None:
+    if f.train_accuracy < FIT:
+        return _result("underfitting",
+                       f"train accuracy {100 * f.train_accuracy:.1f}% is low and val accuracy "
+                       f"{100 * f.val_accuracy:.1f}% is not far below it: the model could fit "
+                       "harder", _UNDERFITTING_ADVICE, f.evidence)
+    return None
+
+
+#: The rules in the order they are checked (the first that fires wins; none: healthy). A new
+#: rule is its function ``Facts -> result or None`` plus one entry here.
+RULES: list[tuple[str, Callable[[Facts], dict | None]]] = [
+    ("diverging", _diverging), ("not-learning", _not_learning), ("overfitting", _overfitting),
+    ("plateau", _plateau), ("underfitting", _underfitting)]
+
+
+def labels() -> tuple[str, ...]:
+    """Every label a run can get, in the order the rules are checked."""
+    return (*(label for label, _ in RULES), "healthy")
 
 
 def diagnose(records: list[dict], *, stop_reason: str | None = None,
@@ -56,57 +157,17 @@ def diagnose(records: list[dict], *, stop_reason: str | None = None,
                        {"stop_reason": stop_reason, "lr": steps[-1]["lr"] if steps else None})
     if not steps or not epochs:
         return _result("healthy", "too few records to judge yet", [], {"epochs": len(epochs)})
-    initial = steps[0]["loss"]
-    losses = [r["train_loss"] for r in epochs]
-    final, lowest = losses[-1], min(losses)
-    if train_accuracy is None:
-        train_accuracy = epochs[-1]["train_accuracy"]
-    if val_accuracy is None:
-        val_accuracy = epochs[-1]["val_accuracy"]
-    gap = train_accuracy - val_accuracy
-    base = {"initial_loss": initial, "final_train_loss": final,
-            "train_accuracy": train_accuracy, "val_accuracy": val_accuracy, "gap": gap}
-
-    if (final > RISE * lowest and final - lowest > GIVE_BACK * (initial - lowest)
-            and losses.index(lowest) < len(losses) - 1):
-        epoch = losses.index(lowest) + 1
-        return _result("diverging", f"the train loss fell to {lowest:.3g} at epoch {epoch}, "
-                       f"then rose to {final:.3g}", _DIVERGING_ADVICE,
-                       {**base, "lowest_train_loss": lowest, "lowest_epoch": epoch})
-    if final > STALL * initial:
-        return _result("not-learning",
-                       f"the train loss barely moved: {initial:.3g} at the start, {final:.3g} "
-                       f"after {len(epochs)} epochs", _NOT_LEARNING_ADVICE,
-                       {**base, "loss_ratio": final / initial, "lr": epochs[-1]["lr"]})
-    if gap > GAP and gap >= GAP_SHARE * (1 - val_accuracy):
-        opened = next((r["epoch"] for r in epochs
-                       if r["train_accuracy"] - r["val_accuracy"] > GAP), epochs[-1]["epoch"])
-        best = max(epochs, key=lambda r: r["val_accuracy"])
-        return _result("overfitting",
-                       f"train accuracy {100 * train_accuracy:.1f}% vs val "
-                       f"{100 * val_accuracy:.1f}%: a gap of {100 * gap:.1f} points, "
-                       f"above {100 * GAP:.0f} since epoch {opened}",
-                       _overfitting_advice(best["epoch"], len(epochs)),
-                       {**base, "gap_opened_epoch": opened, "best_val_epoch": best["epoch"],
-                        "best_val_accuracy": best["val_accuracy"]})
-    flat_from = _plateau_start(epochs)
-    if flat_from is not None and train_accuracy < CONVERGED:
-        return _result("plateau",
-                       f"the train loss has stayed flat (within {100 * FLAT:.0f}%) since epoch "
-                       f"{flat_from} at a constant learning rate",
-                       [f"decay the learning rate (e.g. 10x, or a step/cosine schedule) around "
-                        f"epoch {flat_from}, where the curve flattened",
-                        "a plateau can also be a learning rate slightly too high: the loss "
-                        "bounces at the noise floor; decay breaks it"],
-                       {**base, "flat_since_epoch": flat_from, "lr": epochs[-1]["lr"]})
-    if train_accuracy < FIT:
-        return _result("underfitting",
-                       f"train accuracy {100 * train_accuracy:.1f}% is low and val accuracy "
-                       f"{100 * val_accuracy:.1f}% is not far below it: the model could fit "
-                       "harder", _UNDERFITTING_ADVICE, base)
+    facts = Facts(steps, epochs, steps[0]["loss"], [r["train_loss"] for r in epochs],
+                  epochs[-1]["train_accuracy"] if train_accuracy is None else train_accuracy,
+                  epochs[-1]["val_accuracy"] if val_accuracy is None else val_accuracy)
+    for _, rule in RULES:
+        result = rule(facts)
+        if result is not None:
+            return result
     return _result("healthy",
-                   f"the loss went from {initial:.3g} to {final:.3g}; train "
-                   f"{100 * train_accuracy:.1f}% / val {100 * val_accuracy:.1f}%", [], base)
+                   f"the loss went from {facts.initial:.3g} to {facts.final:.3g}; train "
+                   f"{100 * facts.train_accuracy:.1f}% / val {100 * facts.val_accuracy:.1f}%", [],
+                   facts.evidence)
 
 
 def _plateau_start(epochs: list[dict]) -> int | None:
