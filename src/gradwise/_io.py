@@ -47,7 +47,7 @@ def write_text(path: Path, text: str) -> None:
 def reason(exc: BaseException) -> str:
     """The first line of an OS or decoding error, for a message (``No such file or
     directory``)."""
-    text = getattr(exc, "strerror", None) or str(exc)
+    text = (getattr(exc, "strerror", None) or str(exc)).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
@@ -90,16 +90,16 @@ def write_output(path: Path, page: str, kind: str, example: str) -> Path:
     return write_file(path, page)
 
 
-def write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def save(path: Path, obj) -> None:
+def save(path: Path, obj: object) -> None:
     """``torch.save`` atomically: a reader never sees a half-written checkpoint."""
     _atomic(Path(path), lambda f: torch.save(obj, f))
 
 
-def load(path: Path, map_location=None) -> dict:
+def load(path: Path, map_location: str | torch.device | None = None) -> dict:
     """``torch.load(weights_only=True)``; a missing or corrupt file is a UserError."""
     path = Path(path)
     if not path.is_file():
@@ -108,7 +108,7 @@ def load(path: Path, map_location=None) -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise UserError(f"checkpoint {str(path)!r} is corrupt or not a gradwise checkpoint "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                        f"({type(exc).__name__}: {reason(exc)})") from None
 
 
 def jsonl_line(record: dict) -> str:
@@ -118,7 +118,7 @@ def jsonl_line(record: dict) -> str:
 
 def read_jsonl(path: Path) -> list[dict]:
     """The records of a JSON-lines file; a torn last line (a killed writer) is dropped."""
-    records = []
+    records: list[dict] = []
     if not Path(path).is_file():
         return records
     for line in Path(path).read_text().splitlines():

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _io
 from .. import optim as gopt
 from ..augment import Augment
 from ..config import Config, dump, flatten, load_config
@@ -369,9 +370,12 @@ class Trainer:
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             if ckpt["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except KeyError as exc:
+            raise UserError(f"checkpoint {str(run.checkpoint_path('last'))!r} is not a gradwise "
+                            f"training checkpoint (it lacks {exc})") from None
+        except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
             raise UserError(f"checkpoint {str(run.checkpoint_path('last'))!r} does not match "
-                            f"this run's config ({exc})") from None
+                            f"this run's config ({_io.reason(exc)})") from None
         # drop what a killed process logged after its last checkpoint
         kept = [r for r in run.read_metrics() if r["step"] <= self.step]
         run.rewrite_metrics(kept)
