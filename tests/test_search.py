@@ -4,6 +4,7 @@ none twice."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
@@ -103,6 +104,23 @@ def write(path: Path, config: dict) -> Path:
 def rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+# -- the package's layers ---------------------------------------------------------------------
+
+SEARCH_LAYERS = ["space", "stages", "spec", "grid", "workers", "storage", "report", "study"]
+
+
+def test_each_search_module_imports_only_the_ones_before_it():
+    """No import circle, none hidden in a function: the report never imports the Search."""
+    package = ROOT / "src" / "gradwise" / "search"
+    assert {p.stem for p in package.glob("*.py")} == {*SEARCH_LAYERS, "__init__"}
+    for i, name in enumerate(SEARCH_LAYERS):
+        imported = set()
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module} if node.module else {a.name for a in node.names}
+        assert imported <= set(SEARCH_LAYERS[:i]), f"{name} imports {imported}"
 
 
 # -- the space --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from test_search import opened, rows, search_config, trials_of, write
 
 from gradwise.cli import main
 from gradwise.errors import UserError
+from gradwise.rundir import claim
 from gradwise.search import Search, load_search
 from gradwise.search.report import render
 
@@ -137,3 +138,10 @@ def test_a_plot_axis_on_a_choice_is_refused_up_front():
     with pytest.raises(UserError, match="search.plot: 'optimizer.name' is not a numeric key"):
         load_search(config, check=False)
 
+
+def test_a_search_cannot_write_into_a_training_run(tmp_path, capsys):
+    run = claim(tmp_path / "run", "run")  # a folder gradwise marked as a training run
+    path = write(tmp_path / "s.yaml", lr_config(1))
+    assert main(["search", str(path), "--out", str(run), "--quiet"]) == 2
+    assert "holds a gradwise run, not a search" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == [".gradwise.json"]

@@ -30,6 +30,7 @@ import optuna
 import torch
 
 from ..errors import UserError
+from ..rundir import claim
 from .grid import planned_trials
 from .report import write_outputs
 from .space import Space
@@ -69,7 +70,8 @@ class Search:
     # -- opening --------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open the storage and check it against ``resume`` and this config's plan."""
+        """Claim ``out`` as a search folder (:func:`gradwise.rundir.claim`), before anything
+        is written; open the storage and check it against ``resume`` and this config's plan."""
         if self.storage is not None:
             return
         local = not self.explicit_storage
@@ -78,8 +80,7 @@ class Search:
                             "or choose another --out")
         if local and self.resume and not (self.out / "study.db").exists():
             raise UserError(f"--resume: no search in {self.out} (study.db is missing)")
-        if local:
-            self.out.mkdir(parents=True, exist_ok=True)
+        claim(self.out, "search")  # new, empty or a search's own: never a training run's
         self.storage = open_storage(self.url, self.spec.settings)
         first = study_name(self.spec, self.spec.settings.stages[0])
         if self.resume and first not in existing_studies(self.storage):
