@@ -437,7 +437,8 @@ def translate(x: Tensor, generator: torch.Generator, *, max_shift: int = 4) -> T
 def _grey(raw: Tensor) -> Tensor:
     """Grey level ``(N, 1, H, W)``: BT.601 luma for 3 channels, else the channel mean."""
     if raw.shape[1] == 3:
-        return sum(weight * raw[:, i:i + 1] for i, weight in enumerate(_LUMA))
+        zero = torch.zeros((), dtype=raw.dtype, device=raw.device)  # sum()'s start, as a tensor
+        return sum((weight * raw[:, i:i + 1] for i, weight in enumerate(_LUMA)), zero)
     return raw.mean(1, keepdim=True)
 
 

@@ -21,6 +21,7 @@ Model, optimizer and schedule options beyond ``name`` pass through to
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -235,7 +236,7 @@ def split_key(key: str, where: str = "config") -> tuple[str, ...]:
     return parts
 
 
-def parse_value(text: str):
+def parse_value(text: str) -> object:
     """A value as written after ``=`` on the command line, read as YAML (``5`` -> 5,
     ``[1, 2]`` -> a list, ``1e-3`` -> 0.001, ``adamw`` -> a string)."""
     try:
@@ -277,7 +278,7 @@ def section(raw: dict, name: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def get_key(raw: dict, key: str, default=None):
+def get_key(raw: dict, key: str, default: object = None) -> object:
     """The value at dotted ``key`` of a config dict (shorthands understood), or ``default``.
 
     >>> get_key({"optimizer": "adamw"}, "optimizer.name")
@@ -286,13 +287,14 @@ def get_key(raw: dict, key: str, default=None):
     parts = split_key(key)
     node = raw
     for i, part in enumerate(parts[:-1]):
-        node = section(node, part) if i == 0 else node.get(part)
-        if not isinstance(node, dict):
+        child = section(node, part) if i == 0 else node.get(part)
+        if not isinstance(child, dict):
             return default
+        node = child
     return node.get(parts[-1], default)
 
 
-def set_key(raw: dict, key: str, value, where: str = "--set") -> None:
+def set_key(raw: dict, key: str, value: object, where: str = "--set") -> None:
     """Write ``value`` at the dotted ``key`` of a config dict, creating sections on the way
     and expanding shorthands; the sections on the path are copied, so a dict shared with
     another config is never changed.
@@ -331,7 +333,7 @@ def flatten(raw: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def apply_overrides(raw: dict, items) -> dict:
+def apply_overrides(raw: dict, items: Iterable[str]) -> dict:
     """``raw`` with each ``KEY=VALUE`` of ``items`` written in (``raw`` itself is not
     changed)."""
     raw = dict(raw)

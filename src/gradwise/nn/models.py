@@ -81,6 +81,7 @@ class BasicBlock(nn.Module):
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=not batch_norm),
             *norm(),
         )
+        self.shortcut: nn.Module
         if stride == 1 and in_channels == out_channels:
             self.shortcut = nn.Identity()
         else:
@@ -409,7 +410,8 @@ def _flag(option: str, value) -> bool:
 
 
 def _probability(option: str, value) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or value < 0 or not value < 1):  # (NaN fails the second)
         raise UserError(f"{option}={value!r} is invalid; it must be a number in [0, 1)")
     return float(value)
 

@@ -7,6 +7,7 @@ mode afterwards, also on error.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -58,6 +59,12 @@ def mc_predict(model: nn.Module, x: Tensor, samples: int = 20,
             module.training = mode
 
 
+def _probabilities(model: nn.Module, x: Tensor) -> Tensor:
+    """The model's class probabilities for ``x``, in float32 or wider."""
+    logits = model(x)
+    return torch.softmax(logits, 1, dtype=torch.promote_types(logits.dtype, torch.float32))
+
+
 def _shift(x: Tensor, dim: int, s: int) -> Tensor:
     """``x`` moved by ``s`` positions along ``dim`` (towards higher indices for ``s > 0``),
     zero fill."""
@@ -107,18 +114,16 @@ def tta_predict(model: nn.Module, x: Tensor, *, flip: bool = False, shift: int =
         views.append(lambda b: b.flip(-1))
     for axis in axes:
         for s in (shift, -shift):
-            views.append(lambda b, axis=axis, s=s: _shift(b, axis, s))
+            views.append(functools.partial(_shift, dim=axis, s=s))
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
             chunks = []
             for batch in x.split(batch_size):
-                total = 0
-                for view in views:
-                    logits = model(view(batch))
-                    total = total + torch.softmax(
-                        logits, 1, dtype=torch.promote_types(logits.dtype, torch.float32))
+                total = _probabilities(model, views[0](batch))
+                for view in views[1:]:
+                    total = total + _probabilities(model, view(batch))
                 chunks.append(total / len(views))
     finally:
         for module, training in modes:

@@ -58,6 +58,7 @@ def weight_penalty(model_or_params: nn.Module | Iterable[Tensor], l1: float = 0.
     l1 = number("l1", l1, 0)
     l2 = number("l2", l2, 0)
     include_all = _flag("include_all", include_all)
+    params: list[Tensor]
     if isinstance(model_or_params, nn.Module):
         params = list(model_or_params.parameters())
     elif isinstance(model_or_params, Tensor):
@@ -78,12 +79,12 @@ def weight_penalty(model_or_params: nn.Module | Iterable[Tensor], l1: float = 0.
 
 # -- DropConnect -----------------------------------------------------------------------------
 
-class _DropConnect:
-    """Mixin of the DropConnect layers: the weight to use in this forward pass."""
+class _DropConnect(nn.Module):
+    """Mixin of the DropConnect layers (before ``nn.Linear`` or ``nn.Conv2d`` in the bases):
+    the weight to use in this forward pass."""
 
     p: float
     weight: Tensor
-    training: bool
 
     def sampled_weight(self) -> Tensor:
         """``weight * mask / (1 - p)``, ``mask ~ Bernoulli(1 - p)``, in training; ``weight``
@@ -189,7 +190,8 @@ class FractionalMaxPool2d(nn.Module):
         """``max(1, floor(size / ratio))``, the pooled length of an axis of ``size``."""
         return max(1, math.floor(size / self.ratio))
 
-    def boundaries(self, size: int, sample: bool, device=None) -> Tensor:
+    def boundaries(self, size: int, sample: bool,
+                   device: torch.device | str | None = None) -> Tensor:
         """``a_0, ..., a_out`` for an axis of ``size``: a fresh draw where ``sample``, else
         the fixed evaluation sequence. Built on ``device`` (no host-device copy)."""
         out = self.output_size(size)

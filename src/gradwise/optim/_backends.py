@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -39,7 +40,10 @@ FUSED_MIN_NUMEL = 1 << 17
 # kernels per rule; shapes are dynamic.
 FUSED_CHUNK = 8
 
-Rule = Callable[..., tuple[Tensor, ...]]
+#: An update rule; it returns tensors, or :class:`TensorList` values on the foreach backend.
+Rule = Callable[..., tuple[Any, ...]]
+#: Tensors as torch's ``_foreach_*`` kernels take and return them.
+Tensors = list[Tensor] | tuple[Tensor, ...]
 
 
 class TensorList:
@@ -52,49 +56,62 @@ class TensorList:
 
     __slots__ = ("tensors",)
 
-    def __init__(self, tensors: list[Tensor]):
+    def __init__(self, tensors: Tensors):
         self.tensors = tensors
 
-    @staticmethod
-    def _other(x):
-        return x.tensors if isinstance(x, TensorList) else x
-
-    def __add__(self, other):
-        return TensorList(torch._foreach_add(self.tensors, self._other(other)))
+    # The operands of the foreach backend: other TensorLists and Python floats (the scalars).
+    def __add__(self, other: TensorList | float) -> TensorList:
+        if isinstance(other, TensorList):
+            return TensorList(torch._foreach_add(self.tensors, other.tensors))
+        return TensorList(torch._foreach_add(self.tensors, other))
 
     __radd__ = __add__
 
-    def __sub__(self, other):
-        return TensorList(torch._foreach_sub(self.tensors, self._other(other)))
+    def __sub__(self, other: TensorList | float) -> TensorList:
+        if isinstance(other, TensorList):
+            return TensorList(torch._foreach_sub(self.tensors, other.tensors))
+        return TensorList(torch._foreach_sub(self.tensors, other))
 
-    def __rsub__(self, other):
+    def __rsub__(self, other: float) -> TensorList:
         return TensorList(torch._foreach_add(torch._foreach_neg(self.tensors), other))
 
-    def __mul__(self, other):
-        return TensorList(torch._foreach_mul(self.tensors, self._other(other)))
+    def __mul__(self, other: TensorList | float) -> TensorList:
+        if isinstance(other, TensorList):
+            return TensorList(torch._foreach_mul(self.tensors, other.tensors))
+        return TensorList(torch._foreach_mul(self.tensors, other))
 
     __rmul__ = __mul__
 
-    def __truediv__(self, other):
-        return TensorList(torch._foreach_div(self.tensors, self._other(other)))
+    def __truediv__(self, other: TensorList | float) -> TensorList:
+        if isinstance(other, TensorList):
+            return TensorList(torch._foreach_div(self.tensors, other.tensors))
+        return TensorList(torch._foreach_div(self.tensors, other))
 
-    def __rtruediv__(self, other):
+    def __rtruediv__(self, other: float) -> TensorList:
         return TensorList(torch._foreach_mul(torch._foreach_reciprocal(self.tensors), other))
 
-    def __neg__(self):
+    def __neg__(self) -> TensorList:
         return TensorList(torch._foreach_neg(self.tensors))
 
-    def sqrt(self):
+    def sqrt(self) -> TensorList:
         return TensorList(torch._foreach_sqrt(self.tensors))
 
-    def lerp(self, end, weight):
+    def lerp(self, end: TensorList, weight: float) -> TensorList:
         return TensorList(torch._foreach_lerp(self.tensors, end.tensors, weight))
 
-    def maximum(self, other):
+    def maximum(self, other: TensorList) -> TensorList:
         return TensorList(torch._foreach_maximum(self.tensors, other.tensors))
 
 
-def run_reference(rule: Rule, params, grads, states, scalars: Sequence[dict], options: dict):
+#: A tensor operand of an update rule: one tensor (reference and fused backends) or a
+#: TensorList (foreach backend). A rule's scalars are floats; the fused backend traces the rule
+#: with 0-d tensors in their place (see the module docstring), which torch.compile treats alike.
+T = TypeVar("T", Tensor, TensorList)
+
+
+def run_reference(rule: Rule, params: list[Tensor], grads: list[Tensor],
+                  states: list[list[Tensor]], scalars: Sequence[dict[str, float]],
+                  options: dict[str, Any]) -> None:
     """Apply ``rule`` to one parameter at a time: the readable definition."""
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         new = rule(p, g, *(s[i] for s in states), **scalars[i], **options)
@@ -103,10 +120,12 @@ def run_reference(rule: Rule, params, grads, states, scalars: Sequence[dict], op
             s[i].copy_(value)
 
 
-def run_foreach(rule: Rule, params, grads, states, scalars: Sequence[dict], options: dict):
+def run_foreach(rule: Rule, params: list[Tensor], grads: list[Tensor],
+                states: list[list[Tensor]], scalars: Sequence[dict[str, float]],
+                options: dict[str, Any]) -> None:
     """Apply ``rule`` to all parameters that share the same scalars, with foreach kernels."""
     for idx in _same_scalars(scalars):
-        new = rule(
+        new: tuple[TensorList, ...] = rule(
             TensorList([params[i] for i in idx]),
             TensorList([grads[i] for i in idx]),
             *(TensorList([s[i] for i in idx]) for s in states),
@@ -118,7 +137,9 @@ def run_foreach(rule: Rule, params, grads, states, scalars: Sequence[dict], opti
             torch._foreach_copy_([s[i] for i in idx], value.tensors)
 
 
-def run_fused(rule: Rule, params, grads, states, scalars: Sequence[dict], options: dict):
+def run_fused(rule: Rule, params: list[Tensor], grads: list[Tensor],
+              states: list[list[Tensor]], scalars: Sequence[dict[str, float]],
+              options: dict[str, Any]) -> None:
     """Apply ``rule`` through a compiled kernel, one pass over memory per parameter."""
     names = tuple(scalars[0])
     kernel = _fused_kernel(rule, tuple(sorted(options.items())), names)

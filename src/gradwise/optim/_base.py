@@ -10,6 +10,7 @@ and backend dispatch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -90,23 +91,34 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- the step ----------------------------------------------------------------------------
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform one update. ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = [], []
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    grads.append(p.grad)
             if params:
-                self._update(group, params)
+                self._update(group, params, grads)
         return loss
 
-    def _update(self, group: dict, params: list[Tensor]) -> None:
-        fresh, states = set(), []
-        for i, p in enumerate(params):
-            if p.grad.is_sparse:
+    def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        fresh: set[int] = set()
+        states: list[dict] = []
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            if g.is_sparse:
                 raise ValueError(
                     f"{type(self).__name__} got a sparse gradient for parameter {i} of its group; "
                     "sparse gradients are not supported (torch.optim.SparseAdam takes them)"
@@ -118,14 +130,15 @@ class Optimizer(torch.optim.Optimizer):
                 if state:  # like torch, keep no entry for a parameter without state
                     self.state[p] = state
             states.append(state)
-        grads = [p.grad for p in params]
         backend = self._choose_backend(group, params)  # may refuse: before any state changes
         if self.has_step:
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
 
         if backend == "native":
-            call_native(self._native(group, params[0].device), params, grads, states)
+            kernel = self._native(group, params[0].device)
+            assert kernel is not None  # _choose_backend picks "native" only where there is one
+            call_native(kernel, params, grads, states)
             return
 
         keys = self._state_keys(group)
@@ -192,7 +205,8 @@ def step_counter() -> Tensor:
     return torch.tensor(0.0, dtype=torch.float32)
 
 
-def call_native(kernel: Callable, params: list[Tensor], grads: list[Tensor], states: list[dict]):
+def call_native(kernel: Callable, params: list[Tensor], grads: list[Tensor],
+                states: list[dict]) -> None:
     """Call ``kernel(params, grads, states)`` once per (device, dtype), as torch's kernels need.
 
     On an accelerator torch's fused kernels read the step counters on the device: move them there.

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from .._checks import number
+from ._backends import T
 from ._base import Optimizer, step_counter
 
 
-def adagrad(p, g, grad_squared, *, lr, eps, weight_decay, maximize, decay, eps_inside):
+def adagrad(p: T, g: T, grad_squared: T, *, lr: float, eps: float, weight_decay: float,
+            maximize: bool, decay: bool, eps_inside: bool) -> tuple[T, T]:
     """One AdaGrad update. The slide::
 
         grad_squared += dx * dx

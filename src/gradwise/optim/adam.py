@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch
 
 from .._checks import number
+from ._backends import T
 from ._base import Optimizer, step_counter
 
 
-def adam(p, g, m, v, *vmax, step_size, beta1, beta2, eps, bias_correction2_sqrt, weight_decay,
-         decay_factor, maximize, decay, decoupled, amsgrad, eps_inside):
+def adam(p: T, g: T, m: T, v: T, *vmax: T, step_size: float, beta1: float, beta2: float,
+         eps: float, bias_correction2_sqrt: float, weight_decay: float, decay_factor: float,
+         maximize: bool, decay: bool, decoupled: bool, amsgrad: bool,
+         eps_inside: bool) -> tuple[T, ...]:
     """One Adam update. The slide, at update ``t`` (the counter is incremented before the
     update, so the first update uses ``t = 1``)::
 

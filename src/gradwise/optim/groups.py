@@ -50,7 +50,7 @@ def param_groups(model: nn.Module, *, weight_decay: float = 0.0, lr: float | Non
             label = "decay" if decay else "no_decay"
             group = {"name": label if lr_multipliers is None else f"{label}*{factor:g}",
                      "params": [], "weight_decay": weight_decay if decay else 0.0}
-            if lr_multipliers is not None:
+            if lr is not None and lr_multipliers is not None:  # lr is set: checked above
                 group["lr"] = lr * factor
             groups[key] = group
         groups[key]["params"].append(p)

@@ -228,7 +228,8 @@ def _cubic_min(t1: float, f1: float, g1: float, t2: float, f2: float, g2: float,
 
 def strong_wolfe(objective: Callable[[float], tuple[float, Tensor]], t: float, d: Tensor,
                  f0: float, g0: Tensor, gtd0: float, *, c1: float = 1e-4, c2: float = 0.9,
-                 tolerance_change: float = 1e-9, max_evals: int = 25):
+                 tolerance_change: float = 1e-9,
+                 max_evals: int = 25) -> tuple[float, Tensor, float, int]:
     """A step ``t`` along ``d`` that satisfies the strong Wolfe conditions::
 
         f(t) <= f(0) + c1 * t * f'(0)        (sufficient decrease)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.optim.optimizer import ParamsT
 
 from .._checks import integer, number
 from ..errors import UserError
@@ -116,7 +117,8 @@ class Entry:
         """Hyperparameter name -> default value."""
         return {h.name: h.default for h in self.hypers}
 
-    def build(self, params, values: Mapping[str, Any], **extra: Any) -> torch.optim.Optimizer:
+    def build(self, params: ParamsT, values: Mapping[str, Any],
+              **extra: Any) -> torch.optim.Optimizer:
         """The optimizer over ``params`` with hyperparameter ``values`` (missing ones take
         their defaults) and further keyword arguments ``extra``."""
         return self.cls(params, **self.kwargs({**self.defaults(), **values}), **extra)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from .._checks import number
+from ._backends import T
 from ._base import Optimizer, step_counter
 
 
-def rmsprop(p, g, square_avg, *extra, lr, alpha, eps, momentum, weight_decay,
-            maximize, decay, use_momentum, centered, eps_inside):
+def rmsprop(p: T, g: T, square_avg: T, *extra: T, lr: float, alpha: float, eps: float,
+            momentum: float, weight_decay: float, maximize: bool, decay: bool,
+            use_momentum: bool, centered: bool, eps_inside: bool) -> tuple[T, ...]:
     """One RMSProp update. The slide (``decay_rate`` is torch's ``alpha``)::
 
         grad_squared = decay_rate * grad_squared + (1 - decay_rate) * dx * dx
@@ -23,26 +25,30 @@ def rmsprop(p, g, square_avg, *extra, lr, alpha, eps, momentum, weight_decay,
     as TensorFlow's RMSprop does. optax's ``rmsprop`` adds eps inside too (eps=1e-8, decay 0.9).
     Extra state, in order: ``momentum_buffer`` if ``use_momentum``, ``grad_avg`` if ``centered``.
     """
-    extra = list(extra)
-    buf = extra.pop(0) if use_momentum else None
-    grad_avg = extra.pop(0) if centered else None
+    rest = list(extra)
+    buf = rest.pop(0) if use_momentum else None
+    grad_avg = rest.pop(0) if centered else None
     if maximize:
         g = -g
     if decay:
         g = g + weight_decay * p
     square_avg = alpha * square_avg + (1 - alpha) * g * g
     variance = square_avg
-    if centered:
+    if grad_avg is not None:  # centered
         grad_avg = grad_avg.lerp(g, 1 - alpha)
         variance = square_avg - grad_avg * grad_avg
     denom = (variance + eps).sqrt() if eps_inside else variance.sqrt() + eps
-    if use_momentum:
+    if buf is not None:  # use_momentum
         buf = momentum * buf + g / denom
         p = p - lr * buf
     else:
         p = p - lr * (g / denom)
-    new_state = [square_avg] + ([buf] if use_momentum else []) + ([grad_avg] if centered else [])
-    return (p, *new_state)
+    new: list[T] = [p, square_avg]
+    if buf is not None:
+        new.append(buf)
+    if grad_avg is not None:
+        new.append(grad_avg)
+    return tuple(new)
 
 
 class RMSprop(Optimizer):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 
 from .._checks import choice, number
+from ._backends import T
 from ._base import Optimizer
 
 MOMENTUM_FORMS = ("torch", "velocity")
 
 
-def sgd(p, g, *buffer, lr, momentum, dampening, weight_decay,
-        maximize, decay, use_momentum, nesterov, velocity):
+def sgd(p: T, g: T, *buffer: T, lr: float, momentum: float, dampening: float,
+        weight_decay: float, maximize: bool, decay: bool, use_momentum: bool, nesterov: bool,
+        velocity: bool) -> tuple[T, ...]:
     """One SGD update of parameter ``p`` with gradient ``g``.
 
     Plain SGD (the slide)::
