@@ -195,6 +195,15 @@ def test_bad_search_section_is_a_clear_error(tmp_path, search, message):
     assert message in str(info.value)
 
 
+def test_checking_a_search_config_leaves_the_global_random_state_alone():
+    config = search_config()
+    config["space"]["optimizer.name"] = "choice([adamw, sgd])"
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    load_search(config)  # two Trainers built: at the middle of the ranges, and with sgd
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_the_example_search_config_is_valid():
     spec = load_search(ROOT / "examples" / "search-mnist1d.yaml")  # builds its Trainer once
     assert spec.name == "search-mnist1d"

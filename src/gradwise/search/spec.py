@@ -98,9 +98,10 @@ def check_spec(spec: SearchSpec) -> None:
     """Raise a UserError for a space whose keys or values the training config rejects.
 
     The config at each bound of every numeric range is validated; the config at the middle of
-    the ranges, and the one for each value of each choice (the other keys at the middle), are
-    built into a Trainer (data, model, optimizer, schedule) as a trial would be, so an unknown
-    option, model or ``python:module:function`` fails here, not at trial time."""
+    the ranges, and the one for each value of each choice (the other keys at the middle), go
+    through :func:`gradwise.train.check` (the Trainer a trial builds: data, model, optimizer,
+    schedule; the global random state left as it was), so an unknown option, model or
+    ``python:module:function`` fails here, not at trial time."""
     epochs = spec.settings.stages[0].epochs
     middle = spec.space.midpoint()
     for dim in spec.space:
@@ -113,7 +114,7 @@ def check_spec(spec: SearchSpec) -> None:
     for what, params in configs:
         config = _checked_config(spec, params, epochs)
         try:
-            train.Trainer(config, out=None, quiet=True)
+            train.check(config)
         except UserError as exc:
             raise UserError(f"space: {what} is rejected: {exc}") from None
 
