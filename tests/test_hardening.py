@@ -203,3 +203,17 @@ def test_resume_refuses_a_hand_edited_config(tmp_path, capsys, finished_run):
     assert code == 2 and "seed: 0 -> 7" in err, err
     after = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_folders_written_before_markers_are_recognised_by_their_files(tmp_path):
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "study.db").write_bytes(b"")  # a search killed before its first outputs
+    assert kind_of(search) == "search"
+    assert claim(search, "search") == search
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    assert kind_of(mine) is None
+    with pytest.raises(UserError, match="gradwise did not write"):
+        claim(mine, "lab")

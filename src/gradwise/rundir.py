@@ -37,13 +37,14 @@ from . import _io
 from .errors import UserError
 
 MARKER = ".gradwise.json"
-#: What an output folder can be: its kind -> files that mark an unmarked (older) one.
-KINDS: dict[str, tuple[str, ...]] = {
-    "run": ("config.yaml", "metrics.jsonl"),
-    "search": ("stages.json", "results.csv"),
-    "lr-find": ("lr_find.json",),
-    "lab": ("runs.json", "table.csv"),
-    "lab-gallery": ("tables.md", "taco"),
+#: What an output folder can be: its kind -> the sets of files that mark an unmarked (older)
+#: one (any set will do).
+KINDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "run": (("config.yaml", "metrics.jsonl"),),
+    "search": (("study.db",), ("stages.json", "results.csv")),
+    "lr-find": (("lr_find.json",),),
+    "lab": (("runs.json", "table.csv"),),
+    "lab-gallery": (("tables.md", "taco"),),
 }
 _MARKER_MAX_BYTES = 4096
 
@@ -61,8 +62,8 @@ def kind_of(path: str | Path) -> str | None:
             return None
         return kind if kind in KINDS else None
     if path.is_dir():
-        for kind, files in KINDS.items():
-            if all((path / name).exists() for name in files):
+        for kind, alternatives in KINDS.items():
+            if any(all((path / name).exists() for name in files) for files in alternatives):
                 return kind
     return None
 
