@@ -27,15 +27,25 @@ class Source:
     label_column: bool = False
 
 
+def _given(path: Path | None) -> Path:
+    """The PATH of a ``KIND:PATH`` source, which every reader with ``takes_path`` is given."""
+    if path is None:
+        raise TypeError("a reader of KIND:PATH sources was called without a path")
+    return path
+
+
 #: Data source kinds, written ``KIND`` or ``KIND:PATH``. A new source is its reader plus one
 #: entry here.
 READERS: dict[str, Source] = {
     "digits": Source(lambda source, path, label_column: _readers.read_digits(), False),
     "mnist1d": Source(lambda source, path, label_column: _readers.read_mnist1d(), False),
-    "npz": Source(lambda source, path, label_column: _readers.read_npz(source, path), True),
-    "folder": Source(lambda source, path, label_column: _readers.read_folder(source, path),
-                     True),
-    "csv": Source(_readers.read_csv, True, label_column=True),
+    "npz": Source(lambda source, path, label_column: _readers.read_npz(source, _given(path)),
+                  True),
+    "folder": Source(
+        lambda source, path, label_column: _readers.read_folder(source, _given(path)), True),
+    "csv": Source(
+        lambda source, path, label_column: _readers.read_csv(source, _given(path), label_column),
+        True, label_column=True),
 }
 
 
@@ -68,7 +78,7 @@ class Splits:
     mean: Tensor
     std: Tensor
 
-    def to(self, device) -> Splits:
+    def to(self, device: torch.device | str) -> Splits:
         """A copy with every tensor on ``device``."""
         return dataclasses.replace(self, **{f: getattr(self, f).to(device) for f in _TENSORS})
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import math
+from typing import SupportsFloat
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -51,7 +53,8 @@ def _figsize(window, width=7.0) -> tuple[float, float]:
     return (width, min(max(height, 3.0), 7.5))
 
 
-def draw_surface(ax, surface: Surface, window, n: int = 160, fill: bool = True) -> None:
+def draw_surface(ax: Axes, surface: Surface, window: tuple[float, float, float, float],
+                 n: int = 160, fill: bool = True) -> None:
     """Contour lines of ``surface`` over ``window`` (log-spaced above the minimum where it has
     one, shaded unless ``fill`` is False), and markers for the minimum and the saddle point."""
     X, Y, Z = surface.grid(window, n)
@@ -211,7 +214,8 @@ def paths_gif(surface: Surface, runs: list[Run], frames: int = 40, title: str | 
     return buf.getvalue()
 
 
-def background_png(surface: Surface, window, width_px: int = 640) -> tuple[bytes, int, int]:
+def background_png(surface: Surface, window: tuple[float, float, float, float],
+                   width_px: int = 640) -> tuple[bytes, int, int]:
     """PNG of the contours alone, the axes filling the whole image (for the web page, which
     maps ``window`` onto the image). Returns ``(png, width, height)`` in pixels."""
     x0, x1, y0, y1 = window
@@ -226,7 +230,7 @@ def background_png(surface: Surface, window, width_px: int = 640) -> tuple[bytes
     return _png(fig, dpi=dpi), width_px, height_px
 
 
-def finite_or_none(value):
+def finite_or_none(value: SupportsFloat | None) -> float | None:
     """``value`` for JSON: None where it is None or not finite."""
     if value is None:
         return None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import math
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import _io
 from .._checks import integer, number
@@ -162,11 +165,13 @@ def write_files(out: Path, files: dict[str, bytes]) -> None:
 # -- parsing what the command line gives ------------------------------------------------------
 
 
-def parse_settings(items, optimizers) -> tuple[dict, dict]:
+def parse_settings(items: Iterable[str] | None,
+                   optimizers: Collection[str]) -> tuple[dict, dict]:
     """``["surface.cond=100", "adam.lr=0.1", ...]`` as ``(surface_params, hypers)`` (split and
     read by :func:`gradwise.config.parse_assignment`); names are checked here, values by the
     surface and the optimizers."""
-    surface_params, hypers = {}, {}
+    surface_params: dict[str, object] = {}
+    hypers: dict[str, dict[str, object]] = {}
     for item in items or ():
         key, value = parse_assignment(item, example="adam.lr=0.1 or surface.cond=100")
         owner, _, name = key.partition(".")
@@ -187,11 +192,12 @@ def parse_settings(items, optimizers) -> tuple[dict, dict]:
     return surface_params, hypers
 
 
-def parse_point(name: str, text) -> tuple[float, float]:
+def parse_point(name: str, text: object) -> tuple[float, float]:
     parts = str(text).split(",")
     if len(parts) != 2:
         raise UserError(f"{name}={text!r} is invalid; {name} must be X,Y, e.g. -4,1.5")
-    return tuple(number(name, _float(p)) for p in parts)
+    x, y = (number(name, _float(p)) for p in parts)
+    return x, y
 
 
 def _float(text):
@@ -265,8 +271,8 @@ def run_scene(scene: Scene) -> tuple[Surface, list[Run]]:
     return surface, runs
 
 
-def gallery(out, scenes=None, frames: int = 40, echo=print) -> list[tuple[Scene, Surface,
-                                                                          list[Run]]]:
+def gallery(out: str | Path, scenes: Iterable[str] | None = None, frames: int = 40,
+            echo: Callable[[str], object] = print) -> list[tuple[Scene, Surface, list[Run]]]:
     """Render the gallery into ``out``: ``<scene>/`` with :data:`GALLERY_FILES` per scene and
     ``tables.md`` with every scene's table. Everything is computed before the first file is
     written."""
@@ -303,7 +309,7 @@ def _scene(name: str) -> Scene:
 _RUN_OPTIONS = ("surface", "optimizers", "settings", "steps", "start", "noise", "seed", "tol")
 
 
-def command(args) -> int:
+def command(args: argparse.Namespace) -> int:
     """``gradwise lab``: one comparison, ``--gallery`` or ``--serve`` (see the CLI's help)."""
     given = [f"--{name}" if name != "settings" else "--set" for name in _RUN_OPTIONS
              if getattr(args, name) not in (None, [])]
@@ -338,7 +344,7 @@ def command(args) -> int:
     optimizers = parse_optimizers(optimizers)
     surface_params, hypers = parse_settings(args.settings, optimizers)
     surface = get_surface(args.surface or "taco", surface_params)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if args.steps is not None:
         kwargs["steps"] = _int("--steps", args.steps, 1)
     if args.start is not None:

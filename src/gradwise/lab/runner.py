@@ -8,11 +8,14 @@ path is exactly what the library does. Optional gradient noise (the minibatch pi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
+from torch.optim.optimizer import ParamsT
 
 from .._checks import integer, number
 from ..config import MAX_SEED
@@ -66,7 +69,7 @@ class LabOptimizer:
         raise UserError(f"optimizer {self.name!r} has no hyperparameter {key!r}; accepted: "
                         f"{', '.join(self.shown)}")
 
-    def build(self, params, values: dict) -> torch.optim.Optimizer:
+    def build(self, params: ParamsT, values: dict) -> torch.optim.Optimizer:
         return self.entry.build(params, {**values, **self.fixed}, **self.extra)
 
 
@@ -258,7 +261,8 @@ class Run:
                     rate=self.rate, status=self.status)
 
 
-def measured_rate(distances, first: int, last: int, floor: float = 1e-250) -> float | None:
+def measured_rate(distances: ArrayLike, first: int, last: int,
+                  floor: float = 1e-250) -> float | None:
     """The geometric-mean contraction per step, ``(d_last / d_first) ** (1 / (last - first))``,
     of the distances ``d_t = |x_t - x*|``; the window ends early where ``d_t`` reaches
     ``floor`` (underflow) and the rate is None where fewer than 2 steps are left."""
@@ -278,7 +282,7 @@ def settings_text(hypers: dict) -> str:
 
 
 def run(surface: Surface, optimizer: str, steps: int | None = None, *, hypers: dict | None = None,
-        start=None, noise: float = 0.0, seed: int = 0, tol: float = 1e-3,
+        start: Sequence[float] | None = None, noise: float = 0.0, seed: int = 0, tol: float = 1e-3,
         escape_radius: float = 1.0) -> Run:
     """Run lab optimizer ``optimizer`` (see :data:`OPTIMIZERS`) for ``steps`` updates from
     ``start`` (default: the surface's) and return the :class:`Run`.
@@ -365,8 +369,8 @@ def _losses(surface: Surface, path: np.ndarray) -> np.ndarray:
         return np.array([float(surface(row)) for row in points])
 
 
-def compare(surface: Surface, optimizers, steps: int | None = None, *,
-            hypers: dict | None = None, **kwargs) -> list[Run]:
+def compare(surface: Surface, optimizers: str | Iterable[str], steps: int | None = None, *,
+            hypers: dict | None = None, **kwargs: Any) -> list[Run]:
     """:func:`run` for each of ``optimizers`` from the same start; ``hypers`` maps an
     optimizer name to its settings. Everything is validated before the first run."""
     optimizers = parse_optimizers(optimizers)
@@ -380,15 +384,15 @@ def compare(surface: Surface, optimizers, steps: int | None = None, *,
     return [run(surface, name, steps, hypers=hypers.get(name), **kwargs) for name in optimizers]
 
 
-def parse_optimizers(optimizers) -> list[str]:
+def parse_optimizers(optimizers: str | Iterable[str]) -> list[str]:
     """A list of known, distinct optimizer names from a list or a comma-separated string."""
     if isinstance(optimizers, str):
         optimizers = [o.strip() for o in optimizers.split(",") if o.strip()]
-    optimizers = list(optimizers)
-    if not optimizers:
+    names = list(optimizers)
+    if not names:
         raise UserError(f"no optimizers given; accepted: {', '.join(OPTIMIZERS)}")
-    for name in optimizers:
+    for name in names:
         get_optimizer(name)
-    if len(set(optimizers)) != len(optimizers):
-        raise UserError(f"optimizers {','.join(optimizers)!r} name one twice; give each once")
-    return optimizers
+    if len(set(names)) != len(names):
+        raise UserError(f"optimizers {','.join(names)!r} name one twice; give each once")
+    return names

@@ -25,6 +25,7 @@ import base64
 import json
 import math
 import reprlib
+import socket
 import sys
 import threading
 import time
@@ -105,10 +106,10 @@ def options() -> dict:
 
 
 @lru_cache(maxsize=32)
-def _background(name: str, params: tuple) -> dict:
+def _background(name: str, params: tuple, window: tuple[float, float, float, float]) -> dict:
     surface = get_surface(name, dict(params))
     with _PLOT_LOCK:
-        png, width, height = plots.background_png(surface, surface.window, width_px=800)
+        png, width, height = plots.background_png(surface, window, width_px=800)
     return dict(png="data:image/png;base64," + base64.b64encode(png).decode(), width=width,
                 height=height)
 
@@ -224,7 +225,7 @@ def parse_request(payload: object) -> LabRequest:
         steps = integer("steps", steps, 1)
         if steps > MAX_STEPS:
             raise UserError(f"steps={steps} is invalid; the page runs at most {MAX_STEPS}")
-    options = {}
+    options: dict[str, object] = {}
     if "noise" in given:
         options["noise"] = number("noise", given["noise"], 0)
     if "tol" in given:
@@ -268,20 +269,24 @@ def compute(payload: object) -> dict:
     runs = compare(surface, request.optimizers, request.steps, hypers=request.hypers,
                    **request.options)
     key = tuple(sorted((k, float(v)) for k, v in surface.params.items()))
+    window = plots.plot_window(surface, runs)  # the surface's own (the page offers built-ins)
     return _finite(dict(
-        surface=dict(name=surface.name, formula=surface.formula, window=list(surface.window),
+        surface=dict(name=surface.name, formula=surface.formula, window=list(window),
                      minimum=surface.minimum, saddle=surface.saddle,
                      start=runs[0].path[0].tolist()),
-        background=_background(surface.name, key),
+        background=_background(surface.name, key, window),
         runs=[dict(optimizer=r.optimizer, color=plots.color(r.optimizer), hypers=r.hypers,
                    path=r.path.tolist(), summary=r.summary()) for r in runs]))
 
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "gradwise-lab"
+    server: LabServer
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout  # StreamRequestHandler sets it on the socket
+        # StreamRequestHandler.setup() sets self.timeout on the socket; typeshed declares it a
+        # ClassVar, but a per-server value has to be set on the instance.
+        self.timeout = self.server.request_timeout  # type: ignore[misc]
         super().setup()
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
@@ -307,7 +312,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self, length: int) -> bytes | None:
         """``length`` bytes of body within the timeout (TimeoutError otherwise); None where the
         client closes the connection early."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.server.request_timeout
         chunks, left = [], length
         while left:
             if time.monotonic() > deadline:
@@ -374,7 +379,8 @@ class LabServer(ThreadingHTTPServer):
         self.request_timeout = request_timeout
         super().__init__(("127.0.0.1", port), _Handler)
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket],
+                     client_address: tuple[str, int]) -> None:
         """A client that went away or stalled (an OSError) is not worth a traceback."""
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)

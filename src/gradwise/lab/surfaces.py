@@ -62,7 +62,8 @@ class Surface:
         family = LR_FAMILIES.get(optimizer)
         return None if family is None else self.lrs.get(family, 1.0)
 
-    def grid(self, window: tuple[float, float, float, float], n: int = 160):
+    def grid(self, window: tuple[float, float, float, float],
+             n: int = 160) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(X, Y, Z)`` numpy arrays of the loss on an ``n x n`` grid over ``window``
         (a coarser one, point by point, for a user's function that takes only scalars)."""
         X, Y = _mesh(window, n)
@@ -79,11 +80,12 @@ class Surface:
         return X.numpy(), Y.numpy(), Z.numpy()
 
 
-def _mesh(window, n: int) -> tuple[Tensor, Tensor]:
+def _mesh(window: tuple[float, float, float, float], n: int) -> tuple[Tensor, Tensor]:
     x0, x1, y0, y1 = window
     xs = torch.linspace(x0, x1, n, dtype=torch.float64)
     ys = torch.linspace(y0, y1, n, dtype=torch.float64)
-    return torch.meshgrid(xs, ys, indexing="xy")
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    return X, Y
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,7 @@ def _point(spec: str, what: str, value) -> tuple[float, float]:
                         "(x, y)") from None
 
 
-def check_scalar(surface: Surface, point) -> None:
+def check_scalar(surface: Surface, point: tuple[float, float]) -> None:
     """Raise UserError unless the surface returns a finite, differentiable scalar at ``point``."""
     xy = torch.tensor(point, dtype=torch.float64, requires_grad=True)
     try:
