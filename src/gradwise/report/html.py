@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import _io
@@ -187,17 +187,18 @@ def _summary_html(run: RunData) -> tuple[str, str]:
                 ("Elapsed", page.fmt_seconds(last.get("elapsed_seconds")))]
         return ("The last epoch logged (summary.json, with the test metrics, is written when "
                 "the run ends).", page.table((k, page.e(v)) for k, v in rows))
-    rows = [("Test accuracy", "test_accuracy", page.fmt_percent),
-            ("Test loss", "test_loss", page.fmt_number),
-            ("Validation accuracy", "val_accuracy", page.fmt_percent),
-            ("Validation loss", "val_loss", page.fmt_number),
-            ("Train accuracy", "train_accuracy", page.fmt_percent),
-            ("Train loss", "train_loss", page.fmt_number),
-            ("Epochs", "epochs", page.fmt_number), ("Steps", "steps", page.fmt_number),
-            ("Wall time", "wall_seconds", page.fmt_seconds),
-            ("Throughput (samples/s)", "samples_per_second", page.fmt_number),
-            ("Device", "device", str), ("Parameters", "parameters", page.fmt_number)]
-    table = [(label, fmt(s[key])) for label, key, fmt in rows if key in s]
+    fields: list[tuple[str, str, Callable[[object], str]]] = [
+        ("Test accuracy", "test_accuracy", page.fmt_percent),
+        ("Test loss", "test_loss", page.fmt_number),
+        ("Validation accuracy", "val_accuracy", page.fmt_percent),
+        ("Validation loss", "val_loss", page.fmt_number),
+        ("Train accuracy", "train_accuracy", page.fmt_percent),
+        ("Train loss", "train_loss", page.fmt_number),
+        ("Epochs", "epochs", page.fmt_number), ("Steps", "steps", page.fmt_number),
+        ("Wall time", "wall_seconds", page.fmt_seconds),
+        ("Throughput (samples/s)", "samples_per_second", page.fmt_number),
+        ("Device", "device", str), ("Parameters", "parameters", page.fmt_number)]
+    table = [(label, fmt(s[key])) for label, key, fmt in fields if key in s]
     if "best_epoch" in s:
         accuracy = page.fmt_percent(s.get("best_val_accuracy"))
         best = f"{page.fmt_number(s['best_epoch'])} ({accuracy})"

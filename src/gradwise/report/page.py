@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable
 from html import escape as _escape
 
+from matplotlib.figure import Figure
+
 from .. import __version__, _io
 from ..rundir import record_number as number_of
 from . import plots
@@ -20,18 +22,18 @@ BADGE_CLASSES = {"healthy": "good", "plateau": "warn", "underfitting": "warn",
                  "overfitting": "bad", "not-learning": "fail", "diverging": "fail"}
 
 
-def e(text) -> str:
+def e(text: object) -> str:
     """``text`` escaped for HTML, quotes included."""
     return _escape(str(text), quote=True)
 
 
-def fmt_percent(value) -> str:
+def fmt_percent(value: object) -> str:
     """An accuracy as shown in the tables: ``0.95543`` -> ``95.54%``."""
     v = number_of(value)
     return f"{100 * v:.2f}%" if math.isfinite(v) else "—"
 
 
-def fmt_number(value) -> str:
+def fmt_number(value: object) -> str:
     """Integers with thousands separators, floats to 4 significant digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "—" if value is None else str(value)
@@ -42,7 +44,7 @@ def fmt_number(value) -> str:
     return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
-def fmt_seconds(value) -> str:
+def fmt_seconds(value: object) -> str:
     v = number_of(value)
     if not math.isfinite(v):
         return "—"
@@ -54,12 +56,12 @@ def fmt_seconds(value) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def badge(label) -> str:
+def badge(label: object) -> str:
     return (f'<span class="badge badge-{BADGE_CLASSES.get(str(label), "other")}">'
             f"{e(label)}</span>")
 
 
-def img(fig, alt: str) -> str:
+def img(fig: Figure, alt: str) -> str:
     return f'<figure><img src="{plots.figure_data_uri(fig)}" alt="{e(alt)}"></figure>'
 
 

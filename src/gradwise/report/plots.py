@@ -12,6 +12,7 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -86,7 +87,7 @@ def default_smoothing(n: int) -> float:
     return min(0.95, max(0.0, 1.0 - 10.0 / n)) if n else 0.0
 
 
-def _finite(value) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -120,10 +121,9 @@ def categorical_colors(n: int) -> list[str]:
     """``n`` distinct colours as hex strings: tab10, then tab20, then evenly spaced hues."""
     from matplotlib.colors import to_hex
 
-    if n <= 10:
-        return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
     if n <= 20:
-        return [to_hex(c) for c in colormaps["tab20"].colors[:n]]
+        listed = colormaps["tab10" if n <= 10 else "tab20"]
+        return [to_hex(listed(i)) for i in range(n)]  # an int picks the i-th listed colour
     cmap = colormaps["hsv"]
     return [to_hex(cmap(i / n)) for i in range(n)]
 
@@ -159,6 +159,7 @@ def _plot_many(fig: Figure, ax, series: Mapping[str, Series], positive: bool = F
     """One line per named series: a legend for a few, colours by position (and a colour bar)
     for many. Returns every y value plotted."""
     names = list(series)
+    colors: Sequence[str | tuple[float, float, float, float]]
     if len(names) <= MAX_LEGEND:
         colors = categorical_colors(len(names))
     else:
