@@ -20,6 +20,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest
@@ -32,4 +33,4 @@ bench-train: $(VENV)/.installed
 	$(PY) benchmarks/train_speed.py --data $(MNIST_NPZ)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -19,6 +19,7 @@ import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -256,7 +257,7 @@ SCHEDULES: dict[str, type[Schedule]] = {
 
 
 def build_schedule(name: str, *, warmup_steps: int = 0, warmup_start: float = 0.0,
-                   **kwargs) -> Schedule:
+                   **kwargs: Any) -> Schedule:
     """The schedule ``SCHEDULES[name](**kwargs)``, after a linear warmup of ``warmup_steps``.
 
     Example: ``build_schedule("cosine", total_steps=1000, warmup_steps=100)``.

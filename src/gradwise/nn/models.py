@@ -19,6 +19,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -110,7 +111,7 @@ class BasicBlock(nn.Module):
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int,
-                **options) -> nn.Module:
+                **options: Any) -> nn.Module:
     """Build model ``name`` for samples of shape ``input_shape``, giving ``num_classes`` logits.
 
     ``input_shape`` is the shape of one sample: ``(C, H, W)`` for images, ``(C, L)`` or ``(L,)``

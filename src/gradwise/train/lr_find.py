@@ -131,7 +131,8 @@ def lr_find(config: Config | dict | str | Path, *, seeds: tuple[int, ...] = (0, 
         raise UserError(f"lr-find sweeps the learning rate of a minibatch optimizer; "
                         f"{base.optimizer.name} steps on the full batch and finds its step by "
                         f"line search")
-    curves, per_seed = [], {"steepest": [], "min_over_10": []}
+    curves: list[dict] = []
+    per_seed: dict[str, list[float]] = {"steepest": [], "min_over_10": []}
     for seed in seeds:
         trainer = Trainer(base.model_copy(update={"seed": seed}), out=None, quiet=True)
         sweep = lr_range_test(trainer.model, trainer.optimizer, _batches(trainer),

@@ -68,9 +68,10 @@ def sanity_check(config: Config | dict | str | Path, *, size: int = 20,
             break
     expected = math.log(trainer.data.num_classes)
     passed = state["accuracy"] == 1.0 and state["loss"] < LOW_LOSS
-    result = {"passed": passed, "steps": steps, "train_accuracy": state["accuracy"],
-              "loss": state["loss"], "initial_loss": initial,
-              "expected_initial_loss": expected, "size": len(y)}
+    result: dict[str, object] = {
+        "passed": passed, "steps": steps, "train_accuracy": state["accuracy"],
+        "loss": state["loss"], "initial_loss": initial, "expected_initial_loss": expected,
+        "size": len(y)}
     result["message"] = _verdict(result, trainer.config.optimizer.lr)
     return result
 

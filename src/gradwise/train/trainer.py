@@ -20,7 +20,7 @@ import inspect
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -59,8 +59,8 @@ class Trainer:
 
     def __init__(self, config: Config | dict | str | Path, out: str | Path | None = None, *,
                  progress: Progress | None = None, quiet: bool = False,
-                 callbacks: list[Callable[[Trainer, dict], None]] = (),
-                 sinks: list[Callable[[dict], None]] = (), tensorboard: bool = False):
+                 callbacks: Iterable[Callable[[Trainer, dict], None]] = (),
+                 sinks: Iterable[Callable[[dict], None]] = (), tensorboard: bool = False):
         self.config = load_config(config)
         self.callbacks = list(callbacks)
         self.out = Path(out) if out is not None else None
@@ -79,7 +79,8 @@ class Trainer:
                                             **cfg.model.options()).to(self.device)
         self.channels_last = cfg.train.channels_last and len(self.data.input_shape) == 3
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's docs); its stubs leave the keyword out
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = _build_optimizer(self.model, cfg)
         self.full_batch = bool(cfg.train.full_batch)
         if gopt.registry.get(cfg.optimizer.name).full_batch and not self.full_batch:
@@ -126,7 +127,7 @@ class Trainer:
         if self.out is not None:
             if resume and RunDir.open(self.out).checkpoint_path("last").is_file():
                 self.run_dir = RunDir(self.out)
-                self._restore()
+                self._restore(self.run_dir)
             elif resume and RunDir(self.out).summary_path.is_file():
                 raise UserError(f"{str(self.out)!r} holds a finished run without checkpoints "
                                 "(train.checkpoint: false); there is nothing to resume")
@@ -180,7 +181,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self._with_penalty(loss).backward()
             logging = self.step + 1 == 1 or (self.step + 1) % cfg.log_every == 0
-            grad_norm = None
+            grad_norm: Tensor | float | None = None
             if cfg.grad_clip is not None:
                 grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             elif logging:
@@ -195,6 +196,7 @@ class Trainer:
             correct += (logits.detach().argmax(1) == hard).sum()
             seen += len(y)
             if logging:
+                assert grad_norm is not None  # measured above on every logged step
                 value = float(loss.detach())
                 self._log({"step": self.step, "epoch": self.epoch + 1, "loss": value,
                            "lr": self.scheduler.lr()[0], "grad_norm": float(grad_norm)})
@@ -216,11 +218,11 @@ class Trainer:
                                generator=_epoch_generator(self.config.seed, epoch))
         order = order.to(self.device)
         augment_rng = (_epoch_generator(self.config.seed, epoch, self.device, stream=1)
-                       if self.augment else None)
+                       if self.augment is not None else None)
         for b in range(self.steps_per_epoch):
             idx = order[b * size:(b + 1) * size]
             x, y = data.x_train[idx], data.y_train[idx]
-            if self.augment:
+            if self.augment is not None and augment_rng is not None:
                 x, target = self.augment(x, y, augment_rng)
                 yield x, y, target
             else:
@@ -355,8 +357,7 @@ class Trainer:
         }
         self.run_dir.save_checkpoint(state, best=improved)
 
-    def _restore(self) -> None:
-        run = self.run_dir
+    def _restore(self, run: RunDir) -> None:
         run.remove_temporary()
         ckpt = run.load_last(map_location=self.device)
         _check_same_config(ckpt.get("config"), self.config, run)
@@ -406,7 +407,7 @@ class Trainer:
             getattr(sink, "close", lambda: None)()
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
-            self._write_report()
+            self._write_report(self.run_dir)
         if self.stop_reason and not self.quiet:
             self.progress.message(f"stopped early: {self.stop_reason}")
         return summary
@@ -414,11 +415,11 @@ class Trainer:
     def _divergence(self) -> str | None:
         return self.stop_reason if self.diverged else None
 
-    def _write_report(self) -> None:
+    def _write_report(self, run: RunDir) -> None:
         """report.html is derived from the files above; failing to write it loses nothing."""
         from ..report import build_report
         try:
-            build_report(self.run_dir.path)
+            build_report(run.path)
         except UserError as exc:
             self.progress.message(f"report.html not written: {exc} "
                                   f"(retry with: gradwise report {self.out})")
@@ -492,8 +493,9 @@ def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         group.pop("name")
     if isinstance(options.get("betas"), list):
         options["betas"] = tuple(options["betas"])
+    options["lr"] = ocfg.lr  # not an option (refused above): the config's own field
     try:
-        return cls(groups, lr=ocfg.lr, **options)
+        return cls(groups, **options)
     except (TypeError, ValueError) as exc:
         raise UserError(f"optimizer {ocfg.name!r}: {exc}") from None
 
