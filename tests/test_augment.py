@@ -83,7 +83,7 @@ def test_image_ops_keep_labels_shapes_dtypes_and_value_range(digits, spec):
 
 
 def test_zero_fill_is_the_channel_mean(digits):
-    x, y, mean, std = digits
+    x, _y, mean, std = digits
     out = ga.cutout(x[:64], gen(), size=8, p=1.0)  # 8 >= the image: a big block is zeroed
     filled = raw_of(out, mean, std)[out == 0]
     assert filled.numel() > 0
@@ -110,7 +110,7 @@ def test_seeds_reproduce_and_differ(digits):
                   value_range=(0, 1))
     a, ta = aug(x[:128], y[:128], gen(5))
     b, tb = aug(x[:128], y[:128], gen(5))
-    c, tc = aug(x[:128], y[:128], gen(6))
+    c, _tc = aug(x[:128], y[:128], gen(6))
     assert torch.equal(a, b) and torch.equal(ta, tb)
     assert not torch.equal(a, c)
 
@@ -158,7 +158,7 @@ def test_options_listing_fills_defaults():
 def test_mixed_targets_train_with_cross_entropy_and_label_smoothing(digits):
     x, y, _, _ = digits
     aug = Augment({"mixup": {"alpha": 1.0}}, input_shape=(1, 8, 8), num_classes=10)
-    out, target = aug(x[:32], y[:32], gen())
+    _out, target = aug(x[:32], y[:32], gen())
     logits = torch.randn(32, 10, requires_grad=True)
     loss = F.cross_entropy(logits, target, label_smoothing=0.1)
     loss.backward()

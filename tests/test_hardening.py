@@ -60,7 +60,7 @@ def test_compare_out_replaces_its_own_comparison_page(capsys, tmp_path, finished
     assert _cli(capsys, "compare", finished_run, "--out", out)[0] == 0
     assert _cli(capsys, "compare", finished_run, finished_run, "--out", out)[0] == 0
     out.write_text("<html>my own notes</html>")
-    code, err = _cli(capsys, "compare", finished_run, "--out", out)
+    code, _err = _cli(capsys, "compare", finished_run, "--out", out)
     assert code == 2 and out.read_text() == "<html>my own notes</html>"
 
 

@@ -239,7 +239,7 @@ def surface_module(tmp_path, monkeypatch):
 
 def test_python_surface_from_a_module(surface_module, tmp_path, capsys):
     out = tmp_path / "bowl"
-    code, stdout, err = _lab(capsys, "--surface", f"python:{surface_module}:bowl",
+    code, _stdout, err = _lab(capsys, "--surface", f"python:{surface_module}:bowl",
                              "--optimizers", "sgd,adam", "--steps", "60", "--frames", "4",
                              "--set", "sgd.lr=0.1", "--set", "adam.lr=0.1", "--out", out)
     assert code == 0, err
@@ -287,7 +287,7 @@ BAD_INPUTS = [
 def test_bad_input_exits_2_names_the_culprit_and_writes_nothing(tmp_path, capsys, args,
                                                                   message):
     out = tmp_path / "out"
-    code, stdout, err = _lab(capsys, *args, "--out", out)
+    code, _stdout, err = _lab(capsys, *args, "--out", out)
     assert code == 2
     assert err.startswith("gradwise: error: ") and message in err, err
     assert not out.exists()

@@ -638,7 +638,7 @@ def test_a_slow_worker_whose_trial_was_given_up_drops_it_and_goes_on(tmp_path):
     Search(load_search(config), out, quiet=True).run()
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "tiny:only")
     (dead,) = [t for t in trials if t.state.name == "FAIL"]
-    assert GIVEN_UP == [dead.number] and "result" not in dead.user_attrs
+    assert [dead.number] == GIVEN_UP and "result" not in dead.user_attrs
     assert_every_trial_once(trials, 2, [dead])
     assert sum(r["state"] == "COMPLETE" for r in rows(out / "results.csv")) == 2
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 from test_search import (
@@ -70,8 +71,8 @@ def postgres():
             break
         except subprocess.CalledProcessError as exc:
             if attempt == 2:
-                log = open(os.path.join(root, "log")).read() if os.path.exists(
-                    os.path.join(root, "log")) else ""
+                log_path = Path(root) / "log"
+                log = log_path.read_text() if log_path.exists() else ""
                 pytest.fail(f"postgres did not start: {exc.stderr}\n{log}")
 
     def new_database() -> str:

@@ -65,7 +65,7 @@ def test_planted_trials_reach_no_config_and_no_page(tmp_path, planted_module):
     spec_text, marker = planted_module
     config = lr_config(4)
     out = tmp_path / "out"
-    search, study = opened(config, out)
+    _search, study = opened(config, out)
     lr = FloatDistribution(1e-3, 1e-1, log=True)
     # "finished" trials with the best values: one names code beside a valid learning rate
     # and has strings for results, one has a learning rate outside the space

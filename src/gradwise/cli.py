@@ -282,6 +282,7 @@ def _search(args) -> int:
     print(f"results in {out} (results.csv, best.yaml, report.html)")
     return 0
 
+
 def _fresh_run_dir(name: str) -> Path:
     """``runs/NAME``, or ``runs/NAME-2``, ``-3`` ... so an earlier run is never overwritten."""
     base = Path("runs") / name

@@ -53,6 +53,7 @@ def sources() -> tuple[str, ...]:
     """The accepted ``data`` values: ``('digits', 'mnist1d', 'npz:PATH', ...)``."""
     return tuple(f"{k}:PATH" if r.takes_path else k for k, r in READERS.items())
 
+
 TEST_FRACTION = 0.2  # carved, with seed 0, from sources without their own test split
 _TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
 

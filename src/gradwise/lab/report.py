@@ -35,7 +35,7 @@ CSV_COLUMNS = ("optimizer", "settings", "steps", "evals", "first_step", "final_l
 def _fmt(value) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, (bool, int)):
         return str(value)
     if isinstance(value, float):
         return f"{value:.3g}" if math.isfinite(value) else str(value)
@@ -317,12 +317,11 @@ def command(args: argparse.Namespace) -> int:
         raise UserError("--gallery and --serve exclude each other; give one")
     if args.port is not None and not args.serve:
         raise UserError("--port goes with --serve")
-    if args.gallery or args.serve:
-        if given:
-            raise UserError(f"{'--gallery' if args.gallery else '--serve'} takes no "
-                            f"{', '.join(given)}; "
-                            + ("the scenes are fixed" if args.gallery
-                               else "pick them on the page"))
+    if (args.gallery or args.serve) and given:
+        raise UserError(f"{'--gallery' if args.gallery else '--serve'} takes no "
+                        f"{', '.join(given)}; "
+                        + ("the scenes are fixed" if args.gallery
+                           else "pick them on the page"))
     frames = _int("--frames", args.frames, 2) if args.frames is not None else 40
     if args.serve:
         from .server import serve

@@ -289,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.request_timeout  # type: ignore[misc]
         super().setup()
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):
         pass
 
     def _host_ok(self) -> bool:

@@ -20,6 +20,7 @@ from . import page, plots
 
 # -- formatting -------------------------------------------------------------------------------
 
+
 def _fmt_option(value) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)  # true, false, null: as in config.yaml

@@ -39,6 +39,7 @@ FLAT = 0.02
 FIT = 0.95
 CONVERGED = 0.99
 
+
 @dataclass(frozen=True)
 class Facts:
     """What every rule reads: the step and epoch records of a run and the numbers drawn from
