@@ -11,9 +11,13 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from typing import TYPE_CHECKING
 
 from .space import Space
 from .stages import Settings, Stage
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def grid_values(space: Space, trials: int) -> dict[str, list]:
@@ -33,12 +37,14 @@ def grid_values(space: Space, trials: int) -> dict[str, list]:
     for dim in space:
         if dim.kind == "choice":
             values[dim.key] = [dim.encode(c) for c in dim.choices]
-        elif dim.log:
-            ratio = dim.high / dim.low
-            values[dim.key] = [float(f"{dim.low * ratio ** ((i + 0.5) / per):.12g}")
+            continue
+        low, high = dim.bounds
+        if dim.log:
+            ratio = high / low
+            values[dim.key] = [float(f"{low * ratio ** ((i + 0.5) / per):.12g}")
                                for i in range(per)]
         else:
-            points = [dim.low + (dim.high - dim.low) * (i + 0.5) / per for i in range(per)]
+            points = [low + (high - low) * (i + 0.5) / per for i in range(per)]
             if dim.kind == "int":
                 points = sorted({int(round(p)) for p in points})
             values[dim.key] = [float(f"{p:.12g}") if dim.kind != "int" else p for p in points]
@@ -67,7 +73,7 @@ def planned_trials(settings: Settings, stage: Stage, space: Space) -> int:
     return len(grid_points(space, stage.trials, settings.seed))
 
 
-def enqueue_grid(study, points: list[dict], held: set) -> bool:
+def enqueue_grid(study: optuna.Study, points: list[dict], held: set) -> bool:
     """Enqueue in the Optuna ``study`` each of ``points`` whose index is not in ``held`` (the
     ``grid_point`` of every live trial); returns whether it enqueued any."""
     missing = [i for i in range(len(points)) if i not in held]

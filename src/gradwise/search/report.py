@@ -18,7 +18,7 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import yaml
 from matplotlib import colormaps
@@ -34,6 +34,9 @@ from ..report.page import e
 from .space import Dimension, Space
 from .spec import SearchSpec, trial_config
 from .stages import ranked
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 _ATTRS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "epochs", "seconds",
           "stop_reason", "retry_of", "worker")
@@ -117,7 +120,7 @@ def _trial_json(stage: dict, trial) -> dict:
                                            "seconds")}}
 
 
-def attr(trial, key: str):
+def attr(trial: FrozenTrial, key: str) -> object:
     """A trial's result (``val_accuracy``, ``seconds`` ...) or user attribute (``retry_of``)."""
     result = trial.user_attrs.get("result")
     result = result if isinstance(result, dict) else {}
@@ -239,9 +242,9 @@ def scatter_figure(spec: SearchSpec, stages: list[dict]) -> Figure | None:
         x_dim = space[x_key]
         if y_key:  # the stage's box, inside the first stage's axes
             y_dim = space[y_key]
-            ax.add_patch(Rectangle((x_dim.low, y_dim.low), x_dim.high - x_dim.low,
-                                   y_dim.high - y_dim.low, fill=False, linestyle="--",
-                                   edgecolor="grey", linewidth=0.8))
+            (x_low, x_high), (y_low, y_high) = x_dim.bounds, y_dim.bounds
+            ax.add_patch(Rectangle((x_low, y_low), x_high - x_low, y_high - y_low, fill=False,
+                                   linestyle="--", edgecolor="grey", linewidth=0.8))
             ax.set_ylim(*_padded(spec.space[y_key]))
         ax.set_xlim(*_padded(spec.space[x_key]))
         ax.set_title(f"{stage['plan']['name']} ({stage['plan']['epochs']} epochs)", fontsize=9)
@@ -263,13 +266,14 @@ def _padded(dim: Dimension) -> tuple[float, float]:
     >>> _padded(Dimension("lr", "loguniform", 1e-4, 1e300))
     (6.91830970918936e-17, 1e+300)
     """
+    d_low, d_high = dim.bounds
     if dim.log:
-        factor = (dim.high / dim.low) ** 0.04
-        low, high = dim.low / factor, dim.high * factor
-        return (low if low > 0 else dim.low), (high if math.isfinite(high) else dim.high)
-    pad = 0.04 * (dim.high - dim.low)
-    low, high = dim.low - pad, dim.high + pad
-    return (low if math.isfinite(low) else dim.low), (high if math.isfinite(high) else dim.high)
+        factor = (d_high / d_low) ** 0.04
+        low, high = d_low / factor, d_high * factor
+        return (low if low > 0 else d_low), (high if math.isfinite(high) else d_high)
+    pad = 0.04 * (d_high - d_low)
+    low, high = d_low - pad, d_high + pad
+    return (low if math.isfinite(low) else d_low), (high if math.isfinite(high) else d_high)
 
 
 def history_figure(spec: SearchSpec, stages: list[dict]) -> Figure | None:

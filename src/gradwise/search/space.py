@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +48,21 @@ class Dimension:
     def log(self) -> bool:
         return self.kind == "loguniform"
 
-    def midpoint(self):
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a range; a ValueError for a choice, which has none."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.key}: {self.kind}(...) has no range")
+        return self.low, self.high
+
+    def midpoint(self) -> Any:
         """The centre: ``sqrt(low * high)`` (log), ``(low + high) / 2`` or the first choice."""
         if self.kind == "choice":
             return self.choices[0]
+        low, high = self.bounds
         if self.log:  # sqrt(low) * sqrt(high): low * high may underflow
-            return math.sqrt(self.low) * math.sqrt(self.high)
-        mid = (self.low + self.high) / 2
+            return math.sqrt(low) * math.sqrt(high)
+        mid = (low + high) / 2
         return round(mid) if self.kind == "int" else mid
 
     def text(self) -> str:
@@ -62,7 +71,7 @@ class Dimension:
             return f"choice({yaml.safe_dump(list(self.choices), default_flow_style=True).strip()})"
         return f"{self.kind}({self.low:.6g}, {self.high:.6g})"
 
-    def encode(self, value):
+    def encode(self, value: object) -> str | int | float | bool | None:
         """``value`` as Optuna stores it: a plain scalar as is, a list or mapping as JSON text.
 
         >>> Dimension("model.hidden", "choice", choices=([32], [64])).encode([32])
@@ -70,7 +79,7 @@ class Dimension:
         """
         return value if isinstance(value, _PRIMITIVE) else json.dumps(value)
 
-    def decode(self, stored):
+    def decode(self, stored: object) -> Any:
         """The config value of a value read from the storage: one of this dimension's own
         choices, or a number inside its range (to a relative 1e-9, for rounding); a
         ValueError for anything else.
@@ -88,11 +97,11 @@ class Dimension:
                 if type(encoded) is type(stored) and encoded == stored:
                     return choice
             raise ValueError(f"{self.key}: {stored!r} is not one of the choices")
-        number = (isinstance(stored, int | float) and not isinstance(stored, bool)
-                  and math.isfinite(stored))
-        slack = 1e-9 * (abs(self.low) + abs(self.high))
-        if not (number and self.low - slack <= stored <= self.high + slack
-                and (self.kind != "int" or stored == int(stored))):
+        low, high = self.bounds
+        slack = 1e-9 * (abs(low) + abs(high))
+        if (not isinstance(stored, int | float) or isinstance(stored, bool)
+                or not math.isfinite(stored) or not low - slack <= stored <= high + slack
+                or (self.kind == "int" and stored != int(stored))):
             raise ValueError(f"{self.key}: {stored!r} is outside {self.text()}")
         return int(stored) if self.kind == "int" else float(stored)
 
@@ -101,7 +110,8 @@ class Dimension:
             return {"kind": self.kind, "choices": list(self.choices)}
         return {"kind": self.kind, "low": self.low, "high": self.high}
 
-    def with_range(self, low=None, high=None, choices=None) -> Dimension:
+    def with_range(self, low: float | None = None, high: float | None = None,
+                   choices: Iterable[object] | None = None) -> Dimension:
         return Dimension(self.key, self.kind, self.low if low is None else low,
                          self.high if high is None else high,
                          self.choices if choices is None else tuple(choices))
@@ -113,7 +123,7 @@ class Space:
 
     dims: tuple[Dimension, ...]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dimension]:
         return iter(self.dims)
 
     def __len__(self) -> int:
@@ -148,7 +158,7 @@ class Space:
                                    tuple(v.get("choices", ()))) for key, v in data.items()))
 
 
-def parse_space(raw) -> Space:
+def parse_space(raw: object) -> Space:
     """The Space of a config's ``space:`` mapping; a UserError names the first bad entry.
 
     >>> parse_space({"optimizer.lr": "loguniform(1e-4, 1e-1)"})["optimizer.lr"].high
@@ -160,7 +170,7 @@ def parse_space(raw) -> Space:
     return Space(tuple(parse_dimension(str(key), value) for key, value in raw.items()))
 
 
-def parse_dimension(key: str, text) -> Dimension:
+def parse_dimension(key: str, text: object) -> Dimension:
     """One ``KEY: kind(args)`` entry.
 
     >>> parse_dimension("optimizer.lr", "loguniform(1e-4, 0.1)").text()
@@ -186,6 +196,8 @@ def parse_dimension(key: str, text) -> Dimension:
     args = _args(where, inner)
     if len(args) != 2:
         raise UserError(f"{where}: {kind}(low, high) takes two numbers (got {text!r})")
+    low: float
+    high: float
     if kind == "int":
         low, high = (_integer(where, a) for a in args)
     else:

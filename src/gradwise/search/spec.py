@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .. import train
 from ..config import Config, read_yaml, set_key, split_key, validate
@@ -129,7 +130,7 @@ def trial_config(spec: SearchSpec, params: dict, epochs: int) -> Config:
     return validate(raw)
 
 
-def with_settings(spec: SearchSpec, **changes) -> SearchSpec:
+def with_settings(spec: SearchSpec, **changes: Any) -> SearchSpec:
     """``spec`` with some settings replaced (e.g. ``sampler="grid"`` for a comparison)."""
     return replace(spec, settings=replace(spec.settings, **changes))
 

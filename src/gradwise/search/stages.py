@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from .. import _checks
 from ..errors import UserError
 from .space import Dimension, Space
 
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
 SAMPLERS = ("random", "grid", "tpe")
 PRUNERS = ("none", "median", "halving")
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_accuracy": "maximize",
+                                                       "val_loss": "minimize"}
 _SEARCH_KEYS = ("sampler", "metric", "pruner", "stages", "seed", "margin", "min_width",
                 "heartbeat", "grace", "plot")
 _STAGE_KEYS = ("name", "trials", "epochs", "top_k")
@@ -55,11 +61,11 @@ class Settings:
     plot: tuple[str, str] | None = None   # (x key, y key) of the scatter
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return METRICS[self.metric]
 
 
-def parse_settings(raw) -> Settings:
+def parse_settings(raw: object) -> Settings:
     """The Settings of a config's ``search:`` mapping (all keys optional but ``stages``).
 
     >>> parse_settings({"stages": [{"trials": 8, "epochs": 2}]}).stages[0]
@@ -126,17 +132,18 @@ def narrow(dim: Dimension, values: list, margin: float = 0.5,
     if dim.kind == "choice":
         seen = {repr(v) for v in values}
         return dim.with_range(choices=[c for c in dim.choices if repr(c) in seen])
+    d_low, d_high = dim.bounds
     to, back = (math.log10, lambda x: 10.0 ** x) if dim.log else (float, float)
-    s_low, s_high = to(dim.low), to(dim.high)
-    points = [to(min(max(float(v), dim.low), dim.high)) for v in values]
+    s_low, s_high = to(d_low), to(d_high)
+    points = [to(min(max(float(v), d_low), d_high)) for v in values]
     lo, hi = min(points), max(points)
     pad = max(margin * (hi - lo), min_width * (s_high - s_low) / 2)
     low, high = back(max(s_low, lo - pad)), back(min(s_high, hi + pad))
     if dim.log:  # 10 ** log10(x) may differ from x in the last bit: keep the bounds exact
-        low = dim.low if lo - pad <= s_low else low
-        high = dim.high if hi + pad >= s_high else high
+        low = d_low if lo - pad <= s_low else low
+        high = d_high if hi + pad >= s_high else high
     if dim.kind == "int":
-        low, high = max(int(dim.low), math.floor(low)), min(int(dim.high), math.ceil(high))
+        low, high = max(int(d_low), math.floor(low)), min(int(d_high), math.ceil(high))
     return dim.with_range(low=low, high=high)
 
 
@@ -147,14 +154,14 @@ def narrow_space(space: Space, top: list[dict], margin: float = 0.5,
                        for d in space))
 
 
-def ranked(study, space: Space) -> list:
+def ranked(study: optuna.Study, space: Space) -> list[FrozenTrial]:
     """The COMPLETE trials of an Optuna ``study`` with a value and with params inside
     ``space`` (:meth:`Space.decode`), best first (ties: the earlier trial). A trial whose
     params are not this config's values is never a stage's best, whatever the storage says."""
     sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
-    done = [t for t in study.get_trials(deepcopy=False)
+    done = [((sign * t.value, t.number), t) for t in study.get_trials(deepcopy=False)
             if t.state.name == "COMPLETE" and t.value is not None and _fits(space, t.params)]
-    return sorted(done, key=lambda t: (sign * t.value, t.number))
+    return [t for _, t in sorted(done, key=lambda item: item[0])]
 
 
 def _fits(space: Space, params: dict) -> bool:

@@ -48,16 +48,17 @@ def open_storage(url: str, settings: Settings) -> optuna.storages.RDBStorage:
     else:
         kwargs["pool_pre_ping"] = True
     # Optuna < 5 names the callback failed_trial_callback
-    callback = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
-                inspect.signature(optuna.storages.RDBStorage).parameters
-                else "failed_trial_callback")
+    callback: dict[str, Any] = {
+        "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
+        inspect.signature(optuna.storages.RDBStorage).parameters
+        else "failed_trial_callback": retry_stale}
     attempts = 0
     try:
         while True:
             try:
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=kwargs, heartbeat_interval=settings.heartbeat,
-                    grace_period=settings.grace, **{callback: retry_stale})
+                    grace_period=settings.grace, **callback)
             except Exception as exc:
                 # workers started together on an empty database race to create Optuna's
                 # tables; the loser sees a duplicate table or key and finds them next time

@@ -69,11 +69,12 @@ class Search:
 
     # -- opening --------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self) -> optuna.storages.RDBStorage:
         """Claim ``out`` as a search folder (:func:`gradwise.rundir.claim`), before anything
-        is written; open the storage and check it against ``resume`` and this config's plan."""
+        is written; open the storage and check it against ``resume`` and this config's plan.
+        Returns the storage (opened once: later calls return it)."""
         if self.storage is not None:
-            return
+            return self.storage
         local = not self.explicit_storage
         if local and not self.resume and (self.out / "study.db").exists():
             raise UserError(f"{self.out} holds a search already; continue it with --resume "
@@ -81,11 +82,12 @@ class Search:
         if local and self.resume and not (self.out / "study.db").exists():
             raise UserError(f"--resume: no search in {self.out} (study.db is missing)")
         claim(self.out, "search")  # new, empty or a search's own: never a training run's
-        self.storage = open_storage(self.url, self.spec.settings)
+        self.storage = storage = open_storage(self.url, self.spec.settings)
         first = study_name(self.spec, self.spec.settings.stages[0])
-        if self.resume and first not in existing_studies(self.storage):
+        if self.resume and first not in existing_studies(storage):
             raise UserError(f"--resume: the storage holds no study {first!r}")
         self._stored_study(0)  # refuses another config's study
+        return storage
 
     def plan(self, index: int) -> dict:
         """This config's plan of stage ``index``: ``stage``, ``name``, ``epochs``, ``trials``
@@ -118,7 +120,7 @@ class Search:
             return study
         plan = self.plan(index)
         name = study_name(self.spec, self.spec.settings.stages[index])
-        study = optuna.create_study(study_name=name, storage=self.storage,
+        study = optuna.create_study(study_name=name, storage=self.open(),
                                     direction=self.spec.settings.direction, load_if_exists=True)
         stored = study.user_attrs.get("gradwise")
         if stored is None:
@@ -144,10 +146,11 @@ class Search:
 
     def _stored_study(self, index: int) -> optuna.Study | None:
         """The study of stage ``index`` if the storage holds it with a plan (checked)."""
+        storage = self.open()
         name = study_name(self.spec, self.spec.settings.stages[index])
-        if name not in existing_studies(self.storage):
+        if name not in existing_studies(storage):
             return None
-        study = optuna.load_study(study_name=name, storage=self.storage)
+        study = optuna.load_study(study_name=name, storage=storage)
         stored = study.user_attrs.get("gradwise")
         if stored is None:  # created a moment ago by another worker, not yet planned
             return None
@@ -183,7 +186,7 @@ class Search:
 
     def work(self, worker: int = 0) -> None:
         """The worker loop: every stage in order, until each has its trials."""
-        runner = Worker(self.spec, self.storage, worker, self.quiet)
+        runner = Worker(self.spec, self.open(), worker, self.quiet)
         for index in range(len(self.spec.settings.stages)):
             study = self.stage_study(index)
             runner.run_stage(study, self.plan(index))

@@ -264,9 +264,10 @@ class Worker:
             print(text, file=sys.stderr, flush=True)
 
 
-def run_processes(target: Callable[..., None], args: list[tuple]) -> list[int]:
+def run_processes(target: Callable[..., None], args: list[tuple]) -> list[int | None]:
     """Run ``target(*a)`` for each ``a`` of ``args`` in its own (spawned) process and wait for
-    all of them; Ctrl-C terminates them. Returns their exit codes."""
+    all of them; Ctrl-C terminates them. Returns their exit codes (multiprocessing's type; set
+    once a process is joined)."""
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=target, name=f"gradwise-search-{i}", args=a)
              for i, a in enumerate(args)]
@@ -288,14 +289,14 @@ def _suggest(trial: optuna.Trial, dim: Dimension):
     """The trial's value of ``dim``, drawn, or the one enqueued with the trial if it is one
     of ``dim``'s own values (else the trial is rejected)."""
     try:
-        if dim.kind == "loguniform":
-            value = trial.suggest_float(dim.key, dim.low, dim.high, log=True)
-        elif dim.kind == "uniform":
-            value = trial.suggest_float(dim.key, dim.low, dim.high)
-        elif dim.kind == "int":
-            value = trial.suggest_int(dim.key, int(dim.low), int(dim.high))
-        else:
+        if dim.kind == "choice":
             value = trial.suggest_categorical(dim.key, [dim.encode(c) for c in dim.choices])
+        else:
+            low, high = dim.bounds
+            if dim.kind == "int":
+                value = trial.suggest_int(dim.key, int(low), int(high))
+            else:
+                value = trial.suggest_float(dim.key, low, high, log=dim.kind == "loguniform")
         return dim.decode(value)
     except ValueError as exc:  # an enqueued value outside the space
         raise UserError(f"space: {dim.key}: the value enqueued for trial {trial.number} is "
