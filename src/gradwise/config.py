@@ -21,6 +21,7 @@ Model, optimizer and schedule options beyond ``name`` pass through to
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -166,6 +167,14 @@ class Config(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _warmup_within_training(self):
+        if self.schedule.warmup_epochs > self.train.epochs:
+            raise ValueError(f"schedule.warmup_epochs={self.schedule.warmup_epochs:g} is longer "
+                             f"than training (train.epochs={self.train.epochs}); give at most "
+                             f"train.epochs")
+        return self
+
+    @model_validator(mode="after")
     def _full_batch_default(self):
         if self.train.full_batch is None:
             self.train.full_batch = registry.get(self.optimizer.name).full_batch
@@ -188,10 +197,13 @@ def load_config(source: str | Path | dict | Config | None = None,
 
 
 def validate(raw: dict) -> Config:
+    """The Config of a raw mapping; every problem is named in one UserError."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_explain(exc)) from None
+    except RecursionError:
+        raise UserError("invalid config: a value is nested too deeply") from None
 
 
 def read_yaml(path: Path) -> dict:
@@ -243,6 +255,8 @@ def parse_value(text: str) -> object:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise UserError(f"the value {text[:40]!r}... is nested too deeply") from None
     if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
         try:
             return float(value) if value.strip().lower() not in ("nan", "inf", "-inf",
@@ -262,7 +276,10 @@ def parse_assignment(item: str, example: str = "train.epochs=5") -> tuple[str, o
     if not sep:
         raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. {example}")
     split_key(key, f"--set {item!r}")
-    return key.strip(), parse_value(text)
+    try:
+        return key.strip(), parse_value(text)
+    except UserError as exc:
+        raise UserError(f"--set {key.strip()}: {exc}") from None
 
 
 def section(raw: dict, name: str) -> dict:
@@ -343,6 +360,11 @@ def apply_overrides(raw: dict, items: Iterable[str]) -> dict:
     return raw
 
 
+#: Shows a value in a message: nested and long values cut short.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 80, 80
+
+
 def _explain(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -353,7 +375,7 @@ def _explain(exc: ValidationError) -> str:
             lines.append(f"unknown key {where!r}; accepted: {accepted}")
         else:
             message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {message} (got {err.get('input')!r})")
+            lines.append(f"{where}: {message} (got {_SHORT.repr(err.get('input'))})")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

@@ -68,6 +68,11 @@ def kind_of(path: str | Path) -> str | None:
     return None
 
 
+def _temporary(name: str) -> bool:
+    """A temporary file of gradwise's atomic writes (``.NAME.XXXX.tmp``), left by a kill."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def claim(path: str | Path, kind: str, create: bool = True) -> Path:
     """Make ``path`` an output folder of ``kind`` (see the rule above) and return it: a new or
     empty folder is created and marked; a folder marked as ``kind`` is accepted; anything else
@@ -85,7 +90,7 @@ def claim(path: str | Path, kind: str, create: bool = True) -> Path:
                         f"writes one kind over another: give another folder")
     if found is None and path.is_dir():
         try:
-            held = sorted(p.name for p in path.iterdir())
+            held = sorted(p.name for p in path.iterdir() if not _temporary(p.name))
         except OSError as exc:
             raise UserError(f"cannot read {str(path)!r}: {_io.reason(exc)}") from None
         if held:

@@ -62,7 +62,7 @@ def read_npz(source: str, path: Path) -> Parts:
     """Arrays x_train, y_train, x_test, y_test and optionally x_val, y_val from an .npz file."""
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"{source}: cannot read {path} as an .npz archive ({e})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise UserError(f"{source}: {path} holds a single array, not an .npz archive of "

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from gradwise import _checks
+from gradwise._io import reason
 from gradwise.data import _readers
 from gradwise.errors import UserError
 
@@ -185,9 +186,12 @@ def _read(source: str, label_column: str | None) -> dict[str, tuple[np.ndarray, 
     if not reader.takes_path:
         return reader.read(source, None, label_column)
     path = Path(arg).expanduser()
-    if not path.exists():
-        raise UserError(f"{source}: {path} does not exist")
-    return reader.read(source, path, label_column)
+    try:
+        if not path.exists():
+            raise UserError(f"{source}: {path} does not exist")
+        return reader.read(source, path, label_column)
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read {str(path)[:200]!r}: {reason(exc)}") from None
 
 
 def _arr(kind: str, split: str) -> str:

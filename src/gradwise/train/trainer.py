@@ -443,7 +443,8 @@ class Trainer:
             try:
                 predict(self.data.x_train[:2])
             except UserError as exc:
-                raise UserError(f"evaluate: {exc}") from None
+                raise UserError(f"evaluate (samples={cfg.samples}, tta_flip={cfg.tta_flip}, "
+                                f"tta_shift={cfg.tta_shift}): {exc}") from None
         return predict
 
     def _averaged_accuracy(self) -> dict:
@@ -539,6 +540,9 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested, but CUDA is not available here; "
                         "use device: auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {name!r} requested, but this torch has no MPS (Apple GPU) "
+                        "support here; use device: auto or cpu")
     return device
 
 
