@@ -26,6 +26,7 @@ re-run or grid point) is used only if it is one of that plan's own values.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -112,10 +113,8 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self.done.wait(self.interval):
-            try:
+            with contextlib.suppress(Exception):  # a storage hiccup: the next beat retries
                 record_heartbeat(self.storage, self.trial)
-            except Exception:  # a storage hiccup: the next beat retries
-                pass
 
 
 class Worker:
@@ -227,10 +226,9 @@ class Worker:
             return
         except KeyboardInterrupt:  # Ctrl-C: give the trial back now, not after the grace
             beat.stop()
-            try:
+            # the storage may be gone too: then the heartbeat rule still applies
+            with contextlib.suppress(Exception):
                 retry_stale(study, study.tell(trial, state=TrialState.FAIL))
-            except Exception:  # the storage is gone too: the heartbeat rule still applies
-                pass
             raise
         except BaseException:
             beat.stop()
