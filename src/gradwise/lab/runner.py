@@ -63,11 +63,8 @@ class LabOptimizer:
         return self.optimizer == "newton"
 
     def hyper(self, key: str) -> Hyper:
-        for h in self.hypers:
-            if h.name == key:
-                return h
-        raise UserError(f"optimizer {self.name!r} has no hyperparameter {key!r}; accepted: "
-                        f"{', '.join(self.shown)}")
+        """The hyperparameter ``key``; a UserError lists the accepted ones."""
+        return registry.find_hyper(self.name, self.hypers, key)
 
     def build(self, params: ParamsT, values: dict) -> torch.optim.Optimizer:
         return self.entry.build(params, {**values, **self.fixed}, **self.extra)

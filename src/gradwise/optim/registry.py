@@ -82,6 +82,16 @@ class Hyper:
                       open_high=self.open_high)
 
 
+def find_hyper(owner: str, hypers: tuple[Hyper, ...], key: str) -> Hyper:
+    """The hyperparameter named ``key`` among ``hypers`` of optimizer ``owner``; a UserError
+    lists the accepted names."""
+    for h in hypers:
+        if h.name == key:
+            return h
+    raise UserError(f"optimizer {owner!r} has no hyperparameter {key!r}; accepted: "
+                    f"{', '.join(h.name for h in hypers)}")
+
+
 def _identity(values: dict) -> dict:
     return dict(values)
 
@@ -107,11 +117,7 @@ class Entry:
 
     def hyper(self, key: str) -> Hyper:
         """The hyperparameter ``key``; a UserError lists the accepted ones."""
-        for h in self.hypers:
-            if h.name == key:
-                return h
-        raise UserError(f"optimizer {self.name!r} has no hyperparameter {key!r}; accepted: "
-                        f"{', '.join(h.name for h in self.hypers)}")
+        return find_hyper(self.name, self.hypers, key)
 
     def defaults(self) -> dict:
         """Hyperparameter name -> default value."""
