@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gradwise"
 LAYERS: list[set[str]] = [
     {"gradwise", "errors"},                          # the package root holds __version__ only
     {"_checks", "_io"},                               # value checks, atomic files
-    {"optim", "schedules", "augment", "data", "rundir"},
+    {"optim", "schedules", "augment", "data", "rundir", "ensemble"},
     {"nn", "config"},                                 # nn uses augment; config reads optim
     {"report"},                                       # pages read run directories
     {"train"},                                        # the Trainer writes runs and reports
