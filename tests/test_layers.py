@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"_checks", "_io"},                               # value checks, atomic files
     {"optim", "schedules", "augment", "data", "rundir", "ensemble"},
     {"nn", "config"},                                 # nn uses augment; config reads optim
-    {"report"},                                       # pages read run directories
+    {"report", "transfer"},                           # pages read runs; weights, freezing
     {"train"},                                        # the Trainer writes runs and reports
     {"search", "lab"},                                # built on the Trainer / the optimizers
     {"cli"},
