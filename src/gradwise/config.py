@@ -12,6 +12,7 @@ A config names the data, the model, the optimizer, the schedule and the training
     regularization: {l2: 0.0, l1: 0.0, label_smoothing: 0.0}
     augment: {translate: {max_shift: 3}, mixup: {alpha: 0.2}}
     evaluate: {samples: 1, tta_flip: false, tta_shift: 0}
+    average: {ema: {decay: 0.999}}  # or {swa: {start_epoch: 40, lr: 0.01}}; null: none
 
 Model, optimizer and schedule options beyond ``name`` pass through to
 :func:`gradwise.nn.build_model`, the optimizer class and
@@ -135,6 +136,53 @@ class EvaluateConfig(_Strict):
     tta_shift: Int = Field(0, ge=0)
 
 
+class EMAConfig(_Strict):
+    """An exponential moving average of the weights, updated after each optimizer step
+    (:class:`gradwise.ensemble.EMA`)."""
+
+    decay: Float = Field(0.999, ge=0, lt=1)
+    warmup: Bool = Field(False, description="decay warmup min(decay, 1 - (1 + t/gamma)^-power)")
+    gamma: Float = Field(1.0, gt=0)
+    power: Float = Field(0.75, gt=0)
+
+
+class SWAConfig(_Strict):
+    """The uniform average of the weights at the end of epochs ``start_epoch`` .. the last
+    (:class:`gradwise.ensemble.SWA`), with the constant learning rate ``lr`` from the first step
+    of epoch ``start_epoch`` on when given."""
+
+    start_epoch: Int = Field(ge=1)
+    lr: Float | None = Field(None, gt=0)
+
+
+class AverageConfig(_Strict):
+    """Weight averaging: ``ema`` or ``swa`` (at most one), and what happens to the buffers
+    (batch-norm statistics): ``average``, ``copy`` or ``recompute`` (default: ``average`` for
+    EMA, ``recompute`` for SWA)."""
+
+    ema: EMAConfig | None = None
+    swa: SWAConfig | None = None
+    buffers: Literal["average", "copy", "recompute"] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if self.ema is not None and self.swa is not None:
+            raise ValueError("give either ema or swa, not both")
+        if self.buffers is not None and self.ema is None and self.swa is None:
+            raise ValueError("buffers is set but neither ema nor swa is given")
+        return self
+
+    @property
+    def kind(self) -> Literal["ema", "swa"] | None:
+        """``"ema"``, ``"swa"`` or None (no averaging)."""
+        return "ema" if self.ema is not None else "swa" if self.swa is not None else None
+
+    @property
+    def buffer_mode(self) -> str:
+        """The buffers choice, its default filled in."""
+        return self.buffers or ("recompute" if self.swa is not None else "average")
+
+
 class Config(_Strict):
     name: str | None = None
     seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -148,6 +196,7 @@ class Config(_Strict):
     augment: dict[str, dict[str, Any] | None] = Field(
         default_factory=dict, description="op name -> options; see gradwise.augment")
     evaluate: EvaluateConfig = EvaluateConfig()
+    average: AverageConfig | None = Field(None, description="weight averaging (EMA or SWA)")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -172,6 +221,19 @@ class Config(_Strict):
             raise ValueError(f"schedule.warmup_epochs={self.schedule.warmup_epochs:g} is longer "
                              f"than training (train.epochs={self.train.epochs}); give at most "
                              f"train.epochs")
+        return self
+
+    @model_validator(mode="after")
+    def _swa_within_training(self):
+        swa = self.average.swa if self.average is not None else None
+        if swa is None:
+            return self
+        if swa.start_epoch > self.train.epochs:
+            raise ValueError(f"average.swa.start_epoch={swa.start_epoch} is after the last epoch "
+                             f"(train.epochs={self.train.epochs}); give at most train.epochs")
+        if swa.lr is not None and self.optimizer.lr == 0:
+            raise ValueError("average.swa.lr is a factor of optimizer.lr, which is 0; give "
+                             "optimizer.lr > 0 or leave average.swa.lr null")
         return self
 
     @model_validator(mode="after")
@@ -383,7 +445,16 @@ def _model_of(loc: tuple) -> type[BaseModel] | None:
     model: type[BaseModel] = Config
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type):
+        if field is None:
             return None
-        model = field.annotation
+        annotation = field.annotation
+        if not isinstance(annotation, type):  # an optional section: X | None
+            models = [a for a in getattr(annotation, "__args__", ())
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(models) != 1:
+                return None
+            annotation = models[0]
+        if not issubclass(annotation, BaseModel):
+            return None
+        model = annotation
     return model

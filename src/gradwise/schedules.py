@@ -243,6 +243,33 @@ class Warmup(Schedule):
         return self.then(step - self.steps)
 
 
+@dataclass
+class SwitchTo(Schedule):
+    """Another schedule until step ``at``, then a constant (SWA's constant learning rate from
+    its start epoch on, ``factor = swa_lr / base_lr``)::
+
+        factor(t) = before(t)     for t < at
+        factor(t) = factor        for t >= at
+
+    >>> s = SwitchTo(2, 0.5, before=Cosine(4))
+    >>> [round(s(t), 3) for t in range(4)]
+    [1.0, 0.854, 0.5, 0.5]
+    """
+
+    at: int
+    factor: float
+    before: Schedule = field(default_factory=Constant)
+
+    def __post_init__(self):
+        self.at = integer("at", self.at, 0)
+        self.factor = number("factor", self.factor, 0)
+        if not isinstance(self.before, Schedule):
+            raise UserError(f"before={self.before!r} is invalid; before must be a Schedule")
+
+    def __call__(self, step: int) -> float:
+        return self.before(step) if step < self.at else self.factor
+
+
 SCHEDULES: dict[str, type[Schedule]] = {
     "constant": Constant,
     "step": Step,

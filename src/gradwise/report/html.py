@@ -199,6 +199,15 @@ def _summary_html(run: RunData) -> tuple[str, str]:
         ("Wall time", "wall_seconds", page.fmt_seconds),
         ("Throughput (samples/s)", "samples_per_second", page.fmt_number),
         ("Device", "device", str), ("Parameters", "parameters", page.fmt_number)]
+    kind = next((k for k in ("ema", "swa") if f"val_accuracy_{k}" in s), None)
+    if kind is not None or "test_accuracy_from" in s:
+        name = (kind or "average").upper()
+        fields[1:1] = [
+            ("Test accuracy from", "test_accuracy_from", str),
+            ("Test accuracy, live weights", "test_accuracy_live", page.fmt_percent),
+            (f"Test accuracy, {name} weights", f"test_accuracy_{kind}", page.fmt_percent),
+            (f"Validation accuracy, {name} weights", f"val_accuracy_{kind}",
+             page.fmt_percent)]
     table = [(label, fmt(s[key])) for label, key, fmt in fields if key in s]
     if "best_epoch" in s:
         accuracy = page.fmt_percent(s.get("best_val_accuracy"))
@@ -206,7 +215,9 @@ def _summary_html(run: RunData) -> tuple[str, str]:
         # the trainer's sentinel: epoch 0, accuracy -1
         if not page.number_of(s["best_epoch"]) >= 1:
             best = "none (no epoch finished)"
-        table.insert(6, ("Best epoch (validation accuracy)", best))
+        at = next(i for i, (label, _) in enumerate(table) if label == "Train accuracy") \
+            if any(label == "Train accuracy" for label, _ in table) else len(table)
+        table.insert(at + 2, ("Best epoch (validation accuracy)", best))
     return ("Final metrics of the run: report the test accuracy, tune on the validation "
             "accuracy; a train accuracy far above it means overfitting.",
             page.table((k, page.e(v)) for k, v in table))
@@ -226,11 +237,18 @@ def _run_plots(run: RunData, add, notes: list[tuple[str, str]]) -> None:
     epochs = [page.number_of(r.get("epoch")) for r in run.epochs]
     train_acc = [page.number_of(r.get("train_accuracy")) for r in run.epochs]
     val_acc = [page.number_of(r.get("val_accuracy")) for r in run.epochs]
+    kind = next((k for k in ("ema", "swa")
+                 if any(f"val_accuracy_{k}" in r for r in run.epochs)), None)
+    averaged = None if kind is None else (
+        kind.upper(), [page.number_of(r.get(f"val_accuracy_{kind}")) for r in run.epochs],
+        [page.number_of(r.get(f"val_loss_{kind}")) for r in run.epochs])
     if any(math.isfinite(v) for v in train_acc + val_acc):
         fig = plots.accuracy_figure(epochs, train_acc, val_acc,
                                     [page.number_of(r.get("train_loss")) for r in run.epochs],
-                                    [page.number_of(r.get("val_loss")) for r in run.epochs])
+                                    [page.number_of(r.get("val_loss")) for r in run.epochs],
+                                    averaged=averaged)
         add("accuracy", "Accuracy per epoch", "Train (solid) against validation (dashed), the "
+            "averaged weights' validation (dotted) when the run averages them, the "
             "gap shaded: a wide, growing gap is overfitting (regularise, more data); no gap at "
             "a low accuracy is underfitting (a bigger model, train longer).",
             page.img(fig, "train and validation accuracy and loss per epoch"))

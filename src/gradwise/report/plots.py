@@ -205,9 +205,13 @@ def loss_figure(steps: Sequence[float], losses: Sequence[float],
 
 def accuracy_figure(epochs: Sequence[float], train_accuracy: Sequence[float],
                     val_accuracy: Sequence[float], train_loss: Sequence[float] = (),
-                    val_loss: Sequence[float] = ()) -> Figure:
+                    val_loss: Sequence[float] = (),
+                    averaged: tuple[str, Sequence[float], Sequence[float]] | None = None
+                    ) -> Figure:
     """Train and validation accuracy per epoch with the gap shaded; train and validation
-    loss per epoch on the right when given."""
+    loss per epoch on the right when given; ``averaged``: ``(label, val_accuracy, val_loss)``
+    of a weight average (EMA, SWA), drawn dotted beside the live validation curves (NaN where
+    it has no value yet)."""
     with_loss = any(_finite(v) for v in list(train_loss) + list(val_loss))
     fig = new_figure(height=3.4)
     axes = fig.subplots(1, 2 if with_loss else 1, squeeze=False)[0]
@@ -217,6 +221,10 @@ def accuracy_figure(epochs: Sequence[float], train_accuracy: Sequence[float],
     vx, vy = _points(epochs, val_accuracy)
     ax.plot(tx, ty, color="C0", lw=2, marker=_marker(n), ms=4, label="train")
     ax.plot(vx, vy, color="C1", lw=2, ls="--", marker=_marker(n), ms=4, label="validation")
+    if averaged is not None:
+        ax_, ay_ = _points(epochs, averaged[1])
+        ax.plot(ax_, ay_, color="C2", lw=2, ls=":", marker=_marker(n), ms=4,
+                label=f"validation, {averaged[0]}")
     both = [(e, t, v) for e, t, v in zip(epochs, train_accuracy, val_accuracy, strict=False)
             if _finite(e) and _finite(t) and _finite(v)]
     if both:
@@ -234,6 +242,11 @@ def accuracy_figure(epochs: Sequence[float], train_accuracy: Sequence[float],
         vx, vy = _points(epochs, val_loss)
         ax.plot(tx, ty, color="C0", lw=2, marker=_marker(n), ms=4, label="train")
         ax.plot(vx, vy, color="C1", lw=2, ls="--", marker=_marker(n), ms=4, label="validation")
+        if averaged is not None:
+            lx, ly = _points(epochs, averaged[2])
+            ax.plot(lx, ly, color="C2", lw=2, ls=":", marker=_marker(n), ms=4,
+                    label=f"validation, {averaged[0]}")
+            vy = vy + ly
         _log_if_wide(ax, ty + vy)
         _style(ax, "epoch", "loss")
         ax.set_title("loss", fontsize=10)

@@ -12,6 +12,19 @@ early, the diagnosis and warnings) and ``report.html``.
 Resuming from ``last.pt`` gives exactly the run an uninterrupted process would have produced:
 batches and augmentations are drawn from generators seeded by (seed, epoch), and the global RNG
 that drives dropout is saved with each checkpoint.
+
+Weight averaging (``average:``, :mod:`gradwise.ensemble`): an EMA is updated after every
+optimizer step, an SWA at the end of every epoch from ``average.swa.start_epoch`` on (with
+``average.swa.lr`` the learning rate is that constant from the first step of that epoch on).
+With ``buffers: recompute``, the batch-norm statistics of the average are recomputed at the end
+of each epoch, before it is evaluated, on the *un-augmented* training set in batches of
+``train.batch_size`` (in its stored order; dropout active, as in training; the global random
+state is left as it was, so averaging never changes the live run). From its first update on,
+the averaged model is evaluated on the validation set each epoch (epoch record keys
+``val_loss_ema``/``val_accuracy_ema`` or ``_swa``), its state is in every checkpoint, and the
+summary gives both models' val/test numbers; ``test_accuracy`` (and ``test_loss``) come from the
+one with the better final validation accuracy (the live one on a tie), named by
+``test_accuracy_from``.
 """
 
 from __future__ import annotations
@@ -33,10 +46,11 @@ from .. import optim as gopt
 from ..augment import Augment
 from ..config import Config, dump, flatten, load_config
 from ..data import Splits, load_data
+from ..ensemble import EMA, SWA
 from ..errors import UserError
 from ..nn import build_model, mc_predict, tta_predict, weight_penalty
 from ..rundir import RunDir
-from ..schedules import LRScheduler, build_schedule
+from ..schedules import LRScheduler, SwitchTo, build_schedule
 from .diagnosis import diagnose
 from .monitor import Monitor
 from .progress import Progress
@@ -81,6 +95,7 @@ class Trainer:
         if self.channels_last:
             # Module.to takes memory_format (torch's docs); its stubs leave the keyword out
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.average = _build_average(self.model, cfg)
         self.optimizer = _build_optimizer(self.model, cfg)
         self.full_batch = bool(cfg.train.full_batch)
         if gopt.registry.get(cfg.optimizer.name).full_batch and not self.full_batch:
@@ -118,7 +133,18 @@ class Trainer:
         if cfg.name in _SIZED:
             options.setdefault(_SIZED[cfg.name], self.total_steps)
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
-        return build_schedule(cfg.name, warmup_steps=warmup, **options)
+        schedule = build_schedule(cfg.name, warmup_steps=warmup, **options)
+        average = self.config.average
+        swa = average.swa if average is not None else None
+        if swa is not None and swa.lr is not None:
+            at = (swa.start_epoch - 1) * self.steps_per_epoch
+            schedule = SwitchTo(at, swa.lr / self.config.optimizer.lr, before=schedule)
+        return schedule
+
+    @property
+    def average_kind(self) -> str | None:
+        """``"ema"``, ``"swa"`` or None: the suffix of the averaged model's metrics."""
+        return self.config.average.kind if self.config.average is not None else None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -153,6 +179,7 @@ class Trainer:
             record = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
                       "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
                       "lr": self.scheduler.lr()[0], "elapsed_seconds": round(self.elapsed, 3)}
+            record.update(self._average_epoch_end())
             self._log(record)
             if not self.quiet:
                 self.progress.epoch(record)
@@ -191,6 +218,8 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
+            if isinstance(self.average, EMA):
+                self.average.update()
             loss_sum += loss.detach() * len(y)
             hard = target if target.ndim == 1 else target.argmax(1)
             correct += (logits.detach().argmax(1) == hard).sum()
@@ -250,6 +279,8 @@ class Trainer:
         self.optimizer.step(closure)
         self.scheduler.step()
         self.step += 1
+        if isinstance(self.average, EMA):
+            self.average.update()
         loss, acc = self.evaluate(data.x_train, data.y_train)
         self._log({"step": self.step, "epoch": self.epoch + 1, "loss": loss,
                    "lr": self.scheduler.lr()[0], "grad_norm": _grad_norm(self.model)})
@@ -294,6 +325,42 @@ class Trainer:
             correct += int((logits.argmax(1) == y[i:i + bs]).sum())
         self.model.train(was_training)
         return loss_sum / len(x), correct / len(x)
+
+    # -- weight averaging --------------------------------------------------------------------
+
+    def _average_epoch_end(self) -> dict:
+        """At the end of an epoch: the SWA update (from its start epoch on), the batch-norm
+        recomputation (``buffers: recompute``), and the averaged model's validation metrics
+        (``{}`` before its first update)."""
+        if self.average is None:
+            return {}
+        if isinstance(self.average, SWA):
+            self.average.update()
+        if self.average.n_updates == 0:
+            return {}
+        self._recompute_bn()
+        loss, acc = self.evaluate_average(self.data.x_val, self.data.y_val)
+        return {f"val_loss_{self.average_kind}": loss, f"val_accuracy_{self.average_kind}": acc}
+
+    def _recompute_bn(self) -> None:
+        """The averaged weights' batch-norm statistics, on the un-augmented training set in
+        batches of ``train.batch_size`` (only where they are stale), with the global random
+        state (dropout) left as it was."""
+        average = self.average
+        if average is None or not average._stale_bn:
+            return
+        x, size = self.data.x_train, self.config.train.batch_size
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            average.recompute_bn(self._layout(x[i:i + size]) for i in range(0, len(x), size))
+
+    def evaluate_average(self, x: Tensor, y: Tensor) -> tuple[float, float]:
+        """:meth:`evaluate` with the averaged weights swapped in (the live ones come back bit for
+        bit afterwards)."""
+        assert self.average is not None
+        self._recompute_bn()
+        with self.average.swapped():
+            return self.evaluate(x, y)
 
     def _diverged(self, loss: float) -> bool:
         """The lecture's rule: stop once the loss is NaN or above factor x the initial loss."""
@@ -352,6 +419,7 @@ class Trainer:
             "initial_loss": self.initial_loss, "best": self.best,
             "config": self.config.model_dump(mode="json"),
             "warnings": self.monitor.state_dict(),
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -368,13 +436,15 @@ class Trainer:
             self.epoch, self.step, self.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
             self.initial_loss, self.best = ckpt["initial_loss"], ckpt["best"]
             self.monitor.load_state_dict(ckpt["warnings"])
+            if self.average is not None:
+                self.average.load_state_dict(ckpt["average"])
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             if ckpt["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
         except KeyError as exc:
             raise UserError(f"checkpoint {str(run.checkpoint_path('last'))!r} is not a gradwise "
                             f"training checkpoint (it lacks {exc})") from None
-        except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        except (RuntimeError, ValueError, TypeError, AttributeError, UserError) as exc:
             raise UserError(f"checkpoint {str(run.checkpoint_path('last'))!r} does not match "
                             f"this run's config ({_io.reason(exc)})") from None
         # drop what a killed process logged after its last checkpoint
@@ -400,6 +470,7 @@ class Trainer:
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             **self._averaged_accuracy(),
+            **self._average_summary(val_acc, test_loss, test_acc),
             "diagnosis": self.diagnosis,
             "warnings": self.monitor.warnings,
         }
@@ -459,6 +530,27 @@ class Trainer:
                 result[f"{split}_accuracy_averaged"] = accuracy
         return result
 
+    def _average_summary(self, val_acc: float, test_loss: float, test_acc: float) -> dict:
+        """The averaged model's val/test numbers beside the live ones, and which of them
+        ``test_accuracy`` (and ``test_loss``) give: the better validation accuracy (the test set
+        chooses nothing), the live model on a tie or before the average's first update."""
+        if self.average is None:
+            return {}
+        kind = self.average_kind
+        result: dict = {"average_updates": self.average.n_updates,
+                        "test_loss_live": test_loss, "test_accuracy_live": test_acc,
+                        "test_accuracy_from": "live"}
+        if self.average.n_updates == 0:
+            return result
+        val_loss_avg, val_acc_avg = self.evaluate_average(self.data.x_val, self.data.y_val)
+        test_loss_avg, test_acc_avg = self.evaluate_average(self.data.x_test, self.data.y_test)
+        result.update({f"val_loss_{kind}": val_loss_avg, f"val_accuracy_{kind}": val_acc_avg,
+                       f"test_loss_{kind}": test_loss_avg, f"test_accuracy_{kind}": test_acc_avg})
+        if val_acc_avg > val_acc:
+            result.update({"test_loss": test_loss_avg, "test_accuracy": test_acc_avg,
+                           "test_accuracy_from": kind})
+        return result
+
     def _batch(self) -> int:
         return len(self.data.x_train) if self.full_batch else self.config.train.batch_size
 
@@ -499,6 +591,20 @@ def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return cls(groups, **options)
     except (TypeError, ValueError) as exc:
         raise UserError(f"optimizer {ocfg.name!r}: {exc}") from None
+
+
+def _build_average(model: nn.Module, cfg: Config) -> EMA | SWA | None:
+    """The configured weight average of ``model`` (None: none)."""
+    average = cfg.average
+    if average is None or average.kind is None:
+        return None
+    if average.ema is not None:
+        ema = average.ema
+        return EMA(model, ema.decay, warmup=ema.warmup, gamma=ema.gamma, power=ema.power,
+                   buffers=average.buffer_mode)
+    assert average.swa is not None
+    # one update() call per epoch; the first start_epoch - 1 are counted, not averaged
+    return SWA(model, start=average.swa.start_epoch - 1, buffers=average.buffer_mode)
 
 
 def _build_augment(cfg: Config, data: Splits, full_batch: bool) -> Augment | None:
