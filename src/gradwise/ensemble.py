@@ -225,6 +225,12 @@ class _Average:
 
     # -- using the average -------------------------------------------------------------------
 
+    @property
+    def stale_bn(self) -> bool:
+        """Whether the batch-norm statistics must be recomputed (``buffers="recompute"``, an
+        update since the last :meth:`recompute_bn`) before the average is used."""
+        return self._stale_bn
+
     def _not_ready(self) -> str:
         return (f"the {self._kind} has no update yet: call update() after an optimizer step "
                 "before using it (a never-updated copy holds the initial weights)")

@@ -347,7 +347,7 @@ class Trainer:
         batches of ``train.batch_size`` (only where they are stale), with the global random
         state (dropout) left as it was."""
         average = self.average
-        if average is None or not average._stale_bn:
+        if average is None or not average.stale_bn:
             return
         x, size = self.data.x_train, self.config.train.batch_size
         devices = [self.device] if self.device.type == "cuda" else []
