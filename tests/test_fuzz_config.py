@@ -323,15 +323,24 @@ def test_fuzz_load_config_raises_only_user_errors():
                 failures.setdefault("UserError with an empty message", []).append(
                     f"fuzz_case({SEED}, {i}): {done}; --set {short(overrides)}")
         except Exception as exc:  # anything else is a bug
-            kind = (f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-                    f" (escaping from {escaped_from(exc)})")
+            kind = bug_kind(exc)
             failures.setdefault(kind, []).append(
                 f"fuzz_case({SEED}, {i}): {done}; --set {short(overrides)}")
     print(f"\n{IN_PROCESS_CASES} cases: {accepted} accepted, {rejected} UserError, "
           f"{sum(map(len, failures.values()))} other")
-    assert not failures, "\n".join(
-        f"{kind} in {len(cases)} cases, e.g.\n    " + "\n    ".join(cases[:3])
-        for kind, cases in failures.items())
+    assert not failures, failure_report(failures)
+
+
+def bug_kind(exc: Exception) -> str:
+    """An exception that is not a UserError, as one line: its type, message and origin."""
+    first = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"{type(exc).__name__}: {first} (escaping from {escaped_from(exc)})"
+
+
+def failure_report(failures: dict[str, list[str]]) -> str:
+    """Each kind of failure with up to three of its cases."""
+    return "\n".join(f"{kind} in {len(cases)} cases, e.g.\n    " + "\n    ".join(cases[:3])
+                     for kind, cases in failures.items())
 
 
 def test_fuzz_trainer_setup_raises_only_user_errors():
@@ -353,15 +362,12 @@ def test_fuzz_trainer_setup_raises_only_user_errors():
         except UserError as exc:
             assert str(exc).strip(), f"empty message: fuzz_case({SEED}, {i - 1}, safe=True)"
         except Exception as exc:
-            kind = (f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-                    f" (escaping from {escaped_from(exc)})")
+            kind = bug_kind(exc)
             failures.setdefault(kind, []).append(
                 f"fuzz_case({SEED}, {i - 1}, safe=True): {done}; --set {short(overrides)}")
     print(f"\n{SETUP_CASES} accepted cases (of {i} drawn) set up: "
           f"{sum(map(len, failures.values()))} raised something else than a UserError")
-    assert not failures, "\n".join(
-        f"{kind} in {len(cases)} cases, e.g.\n    " + "\n    ".join(cases[:3])
-        for kind, cases in failures.items())
+    assert not failures, failure_report(failures)
 
 
 def test_fuzz_generator_reaches_both_outcomes():
