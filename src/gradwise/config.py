@@ -21,6 +21,7 @@ Model, optimizer and schedule options beyond ``name`` pass through to
 
 from __future__ import annotations
 
+import math
 import re
 import reprlib
 from collections.abc import Iterable
@@ -319,12 +320,12 @@ def parse_value(text: str) -> object:
         return text
     except RecursionError:
         raise UserError(f"the value {text[:40]!r}... is nested too deeply") from None
-    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; "inf" and "nan" stay text
         try:
-            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf",
-                                                                 "infinity") else value
+            number = float(value)
         except ValueError:
             return value
+        return number if math.isfinite(number) else value
     return value
 
 
@@ -357,22 +358,6 @@ def section(raw: dict, name: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def get_key(raw: dict, key: str, default: object = None) -> object:
-    """The value at dotted ``key`` of a config dict (shorthands understood), or ``default``.
-
-    >>> get_key({"optimizer": "adamw"}, "optimizer.name")
-    'adamw'
-    """
-    parts = split_key(key)
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = section(node, part) if i == 0 else node.get(part)
-        if not isinstance(child, dict):
-            return default
-        node = child
-    return node.get(parts[-1], default)
-
-
 def set_key(raw: dict, key: str, value: object, where: str = "--set") -> None:
     """Write ``value`` at the dotted ``key`` of a config dict, creating sections on the way
     and expanding shorthands; the sections on the path are copied, so a dict shared with
@@ -391,7 +376,7 @@ def set_key(raw: dict, key: str, value: object, where: str = "--set") -> None:
             child = {}
         if not isinstance(child, dict):
             raise UserError(f"{where} {key}: {'.'.join(parts[:i + 1])} is not a config "
-                            f"section (it holds {child!r})")
+                            f"section (it holds {_SHORT.repr(child)})")
         node[part] = child = dict(child)
         node = child
     node[parts[-1]] = value

@@ -36,6 +36,7 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 from .._checks import integer, number
+from ..config import MAX_SEED
 from ..errors import UserError
 from . import plots
 from .runner import OPTIMIZERS, compare, default_lr, parse_optimizers
@@ -231,11 +232,7 @@ def parse_request(payload: object) -> LabRequest:
     if "tol" in given:
         options["tol"] = number("tol", given["tol"], 0, open_low=True)
     if "seed" in given:
-        seed = given["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
-            raise UserError(f"seed={_show(seed)} is invalid; seed must be an integer in "
-                            "[0, 2**64)")
-        options["seed"] = seed
+        options["seed"] = integer("seed", given["seed"], 0, maximum=MAX_SEED)
     if "start" in given:
         start = given["start"]
         if not isinstance(start, list) or len(start) != 2:

@@ -338,7 +338,6 @@ class Trainer:
             self.average.update()
         if self.average.n_updates == 0:
             return {}
-        self._recompute_bn()
         loss, acc = self.evaluate_average(self.data.x_val, self.data.y_val)
         return {f"val_loss_{self.average_kind}": loss, f"val_accuracy_{self.average_kind}": acc}
 
@@ -624,6 +623,9 @@ def _check_same_config(saved: dict | None, config: Config, run: RunDir) -> None:
     the data under the trained model); checkpoints older than this check hold none."""
     if saved is None:
         return
+    if not isinstance(saved, dict):
+        raise UserError(f"checkpoint {str(run.checkpoint_path('last'))!r} is not a gradwise "
+                        f"training checkpoint (its config is a {type(saved).__name__})")
     now, then = flatten(config.model_dump(mode="json")), flatten(saved)
     changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
     if changed:
