@@ -94,6 +94,23 @@ def write_json(path: Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def read_json(path: Path, expected: str, limit: int = 1 << 20) -> object:
+    """A small JSON file gradwise wrote (at most ``limit`` bytes); a missing, oversized or
+    corrupt one is a UserError that names ``expected``, what the file should hold."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read {str(path)!r}: {reason(exc)}; expected {expected}") \
+            from None
+    if len(data) > limit:
+        raise UserError(f"{str(path)!r} is larger than {limit} bytes; expected {expected}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{str(path)!r} is corrupt ({exc}); expected {expected}") from None
+
+
 def save(path: Path, obj: object) -> None:
     """``torch.save`` atomically: a reader never sees a half-written checkpoint."""
     _atomic(Path(path), lambda f: torch.save(obj, f))

@@ -2,6 +2,8 @@
 
     gradwise train CONFIG.yaml [--set key.path=value ...] [--out runs/NAME] [--tensorboard]
     gradwise train --resume runs/NAME
+    gradwise train CONFIG.yaml --seeds 0-4 [--workers N]   one run per seed (a seed group)
+    gradwise ensemble RUN_DIR|GROUP...   the runs' averaged and voted test accuracy
     gradwise sanity CONFIG.yaml          overfit ~20 examples first (exit 1 if it cannot)
     gradwise lr-find CONFIG.yaml         the learning-rate range test
     gradwise report RUN_DIR              rebuild RUN_DIR/report.html
@@ -66,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="the run directory (default: runs/<config name>)")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a run from its last checkpoint, with its own config")
+    train.add_argument("--seeds", metavar="SEEDS", help="train one run per seed into "
+                       "OUT/seed-K (a seed group for gradwise ensemble), e.g. 0-4 or 0,3,7")
+    train.add_argument("--workers", type=int, default=1, help="with --seeds: runs trained at "
+                       "once, each in its own process (default 1)")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
     train.add_argument("--tensorboard", action="store_true",
                        help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
@@ -99,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
                                              "(also for a run still in progress).")
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.set_defaults(run=_report_command)
+
+    ensemble = commands.add_parser(
+        "ensemble", help="evaluate finished runs together as an ensemble",
+        description="Evaluate finished runs (or the members of seed groups written by "
+                    "gradwise train --seeds) on their common test set: each member, the average "
+                    "of their probabilities, their majority vote and how often they disagree. "
+                    "Writes ensemble.json and ensemble.html into --out (default runs/ensemble).",
+        epilog="Example: gradwise train examples/mnist1d.yaml --seeds 0-4 --out runs/m1d-seeds "
+               "&& gradwise ensemble runs/m1d-seeds")
+    ensemble.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    ensemble.add_argument("--out", help="output folder (default: runs/ensemble, -2, ...)")
+    ensemble.add_argument("--checkpoint", default="last", choices=["last", "best"],
+                          help="the members' weights: the final ones (last, default) or those "
+                               "of their best validation epoch (best)")
+    ensemble.set_defaults(run=_ensemble)
 
     compare = commands.add_parser("compare", help="overlay the curves of several runs",
                                   description="One HTML page overlaying the curves of several "
@@ -169,8 +190,12 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from .config import load_config
     from .rundir import RunDir
-    from .train import Trainer
+    from .train import Trainer, seeds
 
+    if args.seeds is not None or (args.resume and seeds.is_group(args.resume)):
+        return _train_seeds(args)
+    if args.workers != 1:
+        raise UserError("--workers trains several seeds at once; it needs --seeds")
     if args.resume:
         run_dir = Path(args.resume)
         saved = load_config(RunDir.open(run_dir).config_path)
@@ -192,6 +217,45 @@ def _train(args) -> int:
                         "stopped before its first checkpoint starts again from the beginning)")
     summary = trainer.fit(resume=bool(args.resume))
     print(_summary_text(summary, out))
+    return 0
+
+
+def _train_seeds(args) -> int:
+    from .config import load_config
+    from .train import seeds
+
+    if args.resume:
+        if args.seeds is not None or args.config or args.overrides or args.out:
+            raise UserError("--resume GROUP continues a seed group with its own config and "
+                            "seeds; drop CONFIG, --seeds, --set and --out")
+        out = Path(args.resume)
+        summaries = seeds.resume_seeds(out, workers=args.workers, quiet=args.quiet)
+        chosen = seeds.read_seeds(out)
+    else:
+        if not args.config:
+            raise UserError("give a CONFIG file with --seeds")
+        chosen = seeds.parse_seeds(args.seeds)
+        config = load_config(args.config, args.overrides)
+        out = Path(args.out) if args.out else _fresh_run_dir(config.name or Path(args.config).stem)
+        args.interrupted = f"interrupted; continue with: gradwise train --resume {out}"
+        summaries = seeds.train_seeds(config, chosen, out, workers=args.workers,
+                                      quiet=args.quiet)
+    print(seeds.describe(summaries, chosen))
+    print(f"runs in {out}/seed-K; evaluate them together with: gradwise ensemble {out}")
+    return 0
+
+
+def _ensemble(args) -> int:
+    from .train import run_ensemble
+
+    out = Path(args.out) if args.out else _fresh_run_dir("ensemble")
+    if args.out:  # refused before the slow evaluation, if it is taken
+        from .rundir import claim
+        claim(out, "ensemble", create=False)
+    result = run_ensemble.evaluate_runs(args.run_dirs, checkpoint=args.checkpoint)
+    run_ensemble.write_ensemble(result, out)
+    print(run_ensemble.describe(result))
+    print(f"results in {out}/  (ensemble.json, ensemble.html)")
     return 0
 
 
@@ -302,6 +366,15 @@ def _summary_text(summary: dict, out: Path) -> str:
         f"(val {100 * summary['val_accuracy']:.2f}%, train {100 * summary['train_accuracy']:.2f}%;"
         f" best val epoch {summary['best_epoch']}; {summary['epochs']} epochs in "
         f"{summary['wall_seconds']:.1f} s)")
+    chosen = summary.get("test_accuracy_from")
+    if chosen not in (None, "live"):
+        lines.append(f"  (the {chosen} model's, chosen on validation accuracy; the live model's "
+                     f"test accuracy is {100 * summary['test_accuracy_live']:.2f}%)")
+    ensemble = summary.get("snapshot_ensemble")
+    if ensemble:
+        shown = ", ".join(f"{100 * s['test_accuracy']:.2f}%" for s in summary["snapshots"])
+        lines.append(f"snapshot ensemble of snapshots {ensemble['members']}: test accuracy "
+                     f"{100 * ensemble['test_accuracy']:.2f}% (each snapshot: {shown})")
     diagnosis = summary.get("diagnosis")
     if diagnosis:
         lines.append(f"diagnosis: {diagnosis['label']} - {diagnosis['message']}")

@@ -184,6 +184,29 @@ class AverageConfig(_Strict):
         return self.buffers or ("recompute" if self.swa is not None else "average")
 
 
+class SnapshotConfig(_Strict):
+    """A snapshot ensemble (Huang et al. 2017): the learning rate follows ``cycles`` cosine
+    cycles of ``P = ceil(total_steps / cycles)`` steps from ``optimizer.lr`` down to 0
+    (``cosine_restarts`` with ``period=P``), the weights are saved at the end of each cycle
+    (:func:`gradwise.ensemble.snapshot_steps`), and the softmax outputs of the last ``keep``
+    snapshots are averaged (default: all of them)."""
+
+    cycles: Int = Field(ge=2)
+    keep: Int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _keep_within_cycles(self):
+        if self.keep is not None and self.keep > self.cycles:
+            raise ValueError(f"keep={self.keep} is more snapshots than there are cycles "
+                             f"(cycles={self.cycles}); give keep <= cycles")
+        return self
+
+    @property
+    def members(self) -> int:
+        """How many snapshots the ensemble averages (``keep``, default all)."""
+        return self.keep if self.keep is not None else self.cycles
+
+
 class Config(_Strict):
     name: str | None = None
     seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -198,6 +221,7 @@ class Config(_Strict):
         default_factory=dict, description="op name -> options; see gradwise.augment")
     evaluate: EvaluateConfig = EvaluateConfig()
     average: AverageConfig | None = Field(None, description="weight averaging (EMA or SWA)")
+    snapshots: SnapshotConfig | None = Field(None, description="a snapshot ensemble")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -235,6 +259,26 @@ class Config(_Strict):
         if swa.lr is not None and self.optimizer.lr == 0:
             raise ValueError("average.swa.lr is a factor of optimizer.lr, which is 0; give "
                              "optimizer.lr > 0 or leave average.swa.lr null")
+        return self
+
+    @model_validator(mode="after")
+    def _snapshots_own_schedule(self):
+        snapshots = self.snapshots
+        if snapshots is None:
+            return self
+        if snapshots.cycles > self.train.epochs:
+            raise ValueError(f"snapshots.cycles={snapshots.cycles} is more cycles than epochs "
+                             f"(train.epochs={self.train.epochs}); give at most train.epochs")
+        schedule = self.schedule
+        if schedule.name != "constant" or schedule.options() or schedule.warmup_epochs:
+            raise ValueError(f"snapshots runs its own cosine cycles from the first step, so "
+                             f"schedule {schedule.name!r} (warmup_epochs="
+                             f"{schedule.warmup_epochs:g}) has no place beside it; leave "
+                             f"schedule out")
+        if self.average is not None and self.average.swa is not None \
+                and self.average.swa.lr is not None:
+            raise ValueError("snapshots and average.swa.lr both set the learning rate; drop "
+                             "one (SWA without lr averages along the snapshot cycles)")
         return self
 
     @model_validator(mode="after")

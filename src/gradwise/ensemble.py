@@ -592,6 +592,22 @@ def _stack(probabilities: Sequence[Tensor] | Tensor) -> Tensor:
     return torch.stack(members)
 
 
+def probability_scores(probabilities: Tensor, y: Tensor) -> tuple[float, float]:
+    """``(loss, accuracy)`` of class probabilities ``(N, C)`` against labels ``(N,)``: the mean
+    negative log-likelihood ``-(1/N) sum_i log p(y_i | x_i)`` and the fraction of examples whose
+    most probable class is ``y_i`` (NaN, NaN for no examples).
+
+    >>> loss, acc = probability_scores(torch.tensor([[0.5, 0.5], [0.2, 0.8]]), torch.tensor([0, 1]))
+    >>> round(loss, 4), acc
+    (0.4581, 0.5)
+    """
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    p_true = probabilities.gather(1, y[:, None]).clamp_min(torch.finfo(torch.float32).tiny)
+    correct = int((probabilities.argmax(1) == y).sum())
+    return float(-p_true.log().mean()), correct / len(y)
+
+
 def majority_vote(probabilities: Sequence[Tensor] | Tensor) -> Tensor:
     """The class most members predict (each member's argmax is one vote), per example: an
     ``(N,)`` long tensor. A tie goes to the tied class with the highest mean probability
@@ -628,4 +644,5 @@ def disagreement(probabilities: Sequence[Tensor] | Tensor) -> float:
 
 
 __all__ = ["BUFFER_MODES", "EMA", "SWA", "SWASchedule", "disagreement", "ensemble_predict",
-           "majority_vote", "member_probabilities", "snapshot_steps", "update_bn"]
+           "majority_vote", "member_probabilities", "probability_scores", "snapshot_steps",
+           "update_bn"]

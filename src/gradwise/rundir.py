@@ -11,6 +11,7 @@ anything is written. Folders written before markers existed are recognised by th
     config.yaml          the resolved config
     metrics.jsonl        one JSON object per line (step, epoch and monitor records)
     checkpoints/last.pt  after every epoch; checkpoints/best.pt: the best validation epoch
+    checkpoints/snapshot-K.pt  the weights at the end of cycle K of a snapshot ensemble
     summary.json         final metrics, diagnosis, warnings
     report.html          the page built from the files above
 
@@ -45,6 +46,8 @@ KINDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "lr-find": (("lr_find.json",),),
     "lab": (("runs.json", "table.csv"),),
     "lab-gallery": (("tables.md", "taco"),),
+    "seeds": (("seeds.json",),),
+    "ensemble": (("ensemble.json",),),
 }
 _MARKER_MAX_BYTES = 4096
 
@@ -230,6 +233,11 @@ class RunDir:
         _io.save(self.checkpoint_path("last"), state)
         if best:
             _io.save(self.checkpoint_path("best"), state)
+
+    def save_snapshot(self, index: int, state: dict) -> None:
+        """``checkpoints/snapshot-INDEX.pt`` (atomically): member ``INDEX`` (from 1) of a
+        snapshot ensemble, ``{"model", "snapshot", "step", "epoch"}``."""
+        _io.save(self.checkpoint_path(f"snapshot-{index}"), state)
 
     def write_summary(self, summary: dict) -> None:
         _io.write_json(self.summary_path, summary)

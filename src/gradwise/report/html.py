@@ -125,6 +125,12 @@ def render_report(run: RunData) -> str:
         add("warnings", "Warnings", "Things noticed during the run that deserve a look, even "
             "if the run finished.", f'<ul class="warnings">{items}</ul>')
     add("summary", "Summary", *_summary_html(run))
+    final = run.summary or {}
+    if isinstance(final.get("snapshots"), list) and final["snapshots"]:
+        add("snapshots", "Snapshot ensemble", "The weights at the end of each cosine cycle (the "
+            "learning rate's minimum), and the mean of the softmax outputs of the last ones "
+            "(Huang et al. 2017).",
+            _snapshots_html(final["snapshots"], final.get("snapshot_ensemble")))
     _run_plots(run, add, notes)
     if run.config_text is not None:
         add("config", "Config", "The resolved config the run was trained with (config.yaml): "
@@ -221,6 +227,34 @@ def _summary_html(run: RunData) -> tuple[str, str]:
     return ("Final metrics of the run: report the test accuracy, tune on the validation "
             "accuracy; a train accuracy far above it means overfitting.",
             page.table((k, page.e(v)) for k, v in table))
+
+
+def _snapshots_html(snapshots: list, ensemble: object) -> str:
+    """The snapshot table of summary.json's ``snapshots`` and ``snapshot_ensemble``."""
+    members = ensemble.get("members", []) if isinstance(ensemble, dict) else []
+    rows = []
+    for snap in snapshots:
+        if not isinstance(snap, dict):
+            continue
+        mark = " (in the ensemble)" if snap.get("snapshot") in members else ""
+        rows.append(f"<tr><td>{page.e(snap.get('snapshot'))}{page.e(mark)}</td>"
+                    + "".join(f'<td class="num">{page.fmt_number(snap.get(k))}</td>'
+                              for k in ("epoch", "step"))
+                    + "".join(f'<td class="num">{page.fmt_percent(snap.get(k))}</td>'
+                              for k in ("val_accuracy", "test_accuracy")) + "</tr>")
+    if isinstance(ensemble, dict):
+        rows.append('<tr><th>ensemble</th><td></td><td></td>'
+                    + "".join(f'<td class="num">{page.fmt_percent(ensemble.get(k))}</td>'
+                              for k in ("val_accuracy", "test_accuracy")) + "</tr>")
+    head = ('<thead><tr><th>snapshot</th><th class="num">epoch</th><th class="num">step</th>'
+            '<th class="num">validation accuracy</th><th class="num">test accuracy</th>'
+            "</tr></thead>")
+    note = ""
+    if isinstance(ensemble, dict) and "test_disagreement" in ensemble:
+        note = (f'<p class="muted">The ensemble\'s members disagree on '
+                f"{page.fmt_percent(ensemble['test_disagreement'])} of the test examples per "
+                "pair.</p>")
+    return f'<div class="wide"><table class="runs">{head}{"".join(rows)}</table></div>{note}'
 
 
 def _run_plots(run: RunData, add, notes: list[tuple[str, str]]) -> None:

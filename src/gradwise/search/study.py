@@ -22,13 +22,13 @@ lost and none runs twice to completion.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
 import optuna
 import torch
 
+from .._processes import run_processes, threads_per_worker
 from ..errors import UserError
 from ..rundir import claim
 from .grid import planned_trials
@@ -37,7 +37,7 @@ from .space import Space
 from .spec import SearchSpec
 from .stages import narrow_space, ranked
 from .storage import default_storage, existing_studies, open_storage, study_name
-from .workers import Worker, run_processes
+from .workers import Worker
 
 #: the most local worker processes one command starts
 MAX_WORKERS = 64
@@ -192,10 +192,10 @@ class Search:
             runner.run_stage(study, self.plan(index))
 
     def _run_workers(self, workers: int) -> None:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = threads_per_worker(workers)
         codes = run_processes(_worker_main, [
             (self.spec, str(self.out), self.url, i, threads, self.quiet)
-            for i in range(workers)])
+            for i in range(workers)], name="gradwise-search")
         failed = [code for code in codes if code != 0]
         if len(failed) == len(codes):
             raise UserError(f"all {workers} workers failed (exit codes {failed}); "

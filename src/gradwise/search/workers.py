@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -260,25 +258,6 @@ class Worker:
     def _say(self, text: str) -> None:
         if not self.quiet:
             print(text, file=sys.stderr, flush=True)
-
-
-def run_processes(target: Callable[..., None], args: list[tuple]) -> list[int | None]:
-    """Run ``target(*a)`` for each ``a`` of ``args`` in its own (spawned) process and wait for
-    all of them; Ctrl-C terminates them. Returns their exit codes (multiprocessing's type; set
-    once a process is joined)."""
-    context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=target, name=f"gradwise-search-{i}", args=a)
-             for i, a in enumerate(args)]
-    for proc in procs:
-        proc.start()
-    try:
-        for proc in procs:
-            proc.join()
-    except KeyboardInterrupt:
-        for proc in procs:
-            proc.terminate()
-        raise
-    return [proc.exitcode for proc in procs]
 
 
 # -- pieces -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ one with the better final validation accuracy (the live one on a tie), named by
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import math
@@ -46,7 +47,7 @@ from .. import optim as gopt
 from ..augment import Augment
 from ..config import Config, dump, flatten, load_config
 from ..data import Splits, load_data
-from ..ensemble import EMA, SWA
+from ..ensemble import EMA, SWA, disagreement, probability_scores, snapshot_steps
 from ..errors import UserError
 from ..nn import build_model, mc_predict, tta_predict, weight_penalty
 from ..rundir import RunDir
@@ -110,6 +111,8 @@ class Trainer:
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         if cfg.train.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        self.snapshot_steps = _snapshot_steps(cfg, self.total_steps)
+        self.snapshots: list[dict] = []  # {"snapshot", "step", "epoch", "model"} (CPU copies)
         self.scheduler = LRScheduler(self.optimizer, self._schedule())
         self.progress = progress or Progress(cfg.train.epochs, self.steps_per_epoch)
         self.step = 0
@@ -129,6 +132,9 @@ class Trainer:
 
     def _schedule(self):
         cfg = self.config.schedule
+        if self.config.snapshots is not None:  # the cycles of gradwise.ensemble.snapshot_steps
+            period = -(-self.total_steps // self.config.snapshots.cycles)
+            return build_schedule("cosine_restarts", period=period)
         options = cfg.options()
         if cfg.name in _SIZED:
             options.setdefault(_SIZED[cfg.name], self.total_steps)
@@ -218,8 +224,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            if isinstance(self.average, EMA):
-                self.average.update()
+            self._after_step()
             loss_sum += loss.detach() * len(y)
             hard = target if target.ndim == 1 else target.argmax(1)
             correct += (logits.detach().argmax(1) == hard).sum()
@@ -279,8 +284,7 @@ class Trainer:
         self.optimizer.step(closure)
         self.scheduler.step()
         self.step += 1
-        if isinstance(self.average, EMA):
-            self.average.update()
+        self._after_step()
         loss, acc = self.evaluate(data.x_train, data.y_train)
         self._log({"step": self.step, "epoch": self.epoch + 1, "loss": loss,
                    "lr": self.scheduler.lr()[0], "grad_norm": _grad_norm(self.model)})
@@ -326,7 +330,21 @@ class Trainer:
         self.model.train(was_training)
         return loss_sum / len(x), correct / len(x)
 
-    # -- weight averaging --------------------------------------------------------------------
+    # -- weight averaging and snapshots ------------------------------------------------------
+
+    def _after_step(self) -> None:
+        """The EMA update, and the snapshot where a cycle ends (step ``self.step - 1``)."""
+        if isinstance(self.average, EMA):
+            self.average.update()
+        if self.step - 1 in self.snapshot_steps:
+            index = self.snapshot_steps.index(self.step - 1) + 1
+            snapshot = {"snapshot": index, "step": self.step,
+                        "epoch": self.epoch + 1,
+                        "model": {k: v.detach().to("cpu", copy=True)
+                                  for k, v in self.model.state_dict().items()}}
+            self.snapshots.append(snapshot)
+            if self.run_dir is not None:
+                self.run_dir.save_snapshot(index, snapshot)
 
     def _average_epoch_end(self) -> dict:
         """At the end of an epoch: the SWA update (from its start epoch on), the batch-norm
@@ -437,6 +455,9 @@ class Trainer:
             self.monitor.load_state_dict(ckpt["warnings"])
             if self.average is not None:
                 self.average.load_state_dict(ckpt["average"])
+            self.snapshots = [_load_snapshot(run, k, step + 1)
+                              for k, step in enumerate(self.snapshot_steps, 1)
+                              if step < self.step]
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             if ckpt["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
@@ -469,7 +490,7 @@ class Trainer:
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             **self._averaged_accuracy(),
-            **self._average_summary(val_acc, test_loss, test_acc),
+            **self._alternatives(val_acc, test_loss, test_acc),
             "diagnosis": self.diagnosis,
             "warnings": self.monitor.warnings,
         }
@@ -529,26 +550,96 @@ class Trainer:
                 result[f"{split}_accuracy_averaged"] = accuracy
         return result
 
-    def _average_summary(self, val_acc: float, test_loss: float, test_acc: float) -> dict:
-        """The averaged model's val/test numbers beside the live ones, and which of them
-        ``test_accuracy`` (and ``test_loss``) give: the better validation accuracy (the test set
-        chooses nothing), the live model on a tie or before the average's first update."""
-        if self.average is None:
+    def _alternatives(self, val_acc: float, test_loss: float, test_acc: float) -> dict:
+        """The averaged model's and the snapshot ensemble's val/test numbers beside the live
+        ones, and which of them ``test_accuracy`` (and ``test_loss``) give: the one with the
+        best validation accuracy (the test set chooses nothing); on a tie the first of live,
+        average, snapshots."""
+        if self.average is None and self.config.snapshots is None:
             return {}
-        kind = self.average_kind
-        result: dict = {"average_updates": self.average.n_updates,
-                        "test_loss_live": test_loss, "test_accuracy_live": test_acc,
-                        "test_accuracy_from": "live"}
-        if self.average.n_updates == 0:
-            return result
-        val_loss_avg, val_acc_avg = self.evaluate_average(self.data.x_val, self.data.y_val)
-        test_loss_avg, test_acc_avg = self.evaluate_average(self.data.x_test, self.data.y_test)
-        result.update({f"val_loss_{kind}": val_loss_avg, f"val_accuracy_{kind}": val_acc_avg,
-                       f"test_loss_{kind}": test_loss_avg, f"test_accuracy_{kind}": test_acc_avg})
-        if val_acc_avg > val_acc:
-            result.update({"test_loss": test_loss_avg, "test_accuracy": test_acc_avg,
-                           "test_accuracy_from": kind})
+        result: dict = {"test_loss_live": test_loss, "test_accuracy_live": test_acc}
+        candidates = [("live", val_acc, test_loss, test_acc)]
+        if self.average is not None:
+            kind = self.average_kind
+            result["average_updates"] = self.average.n_updates
+            if self.average.n_updates:
+                val_loss_avg, val_acc_avg = self.evaluate_average(self.data.x_val,
+                                                                  self.data.y_val)
+                test_loss_avg, test_acc_avg = self.evaluate_average(self.data.x_test,
+                                                                    self.data.y_test)
+                result.update({f"val_loss_{kind}": val_loss_avg,
+                               f"val_accuracy_{kind}": val_acc_avg,
+                               f"test_loss_{kind}": test_loss_avg,
+                               f"test_accuracy_{kind}": test_acc_avg})
+                candidates.append((str(kind), val_acc_avg, test_loss_avg, test_acc_avg))
+        if self.config.snapshots is not None:
+            result.update(self._snapshot_summary())
+            ensemble = result.get("snapshot_ensemble")
+            if ensemble is not None:
+                candidates.append(("snapshots", ensemble["val_accuracy"],
+                                   ensemble["test_loss"], ensemble["test_accuracy"]))
+        chosen = candidates[0]
+        for candidate in candidates[1:]:
+            if candidate[1] > chosen[1]:
+                chosen = candidate
+        result.update({"test_loss": chosen[2], "test_accuracy": chosen[3],
+                       "test_accuracy_from": chosen[0]})
         return result
+
+    def _snapshot_summary(self) -> dict:
+        """Each snapshot's val/test accuracy (``snapshots``), and the ensemble of the last
+        ``snapshots.keep`` (``snapshot_ensemble``): the mean of their softmax outputs,
+        ``p(y | x) = (1 / m) sum_k softmax(f_k(x))``, with its loss ``-log p(y | x)``."""
+        assert self.config.snapshots is not None
+        members = [s["snapshot"] for s in self.snapshots[-self.config.snapshots.members:]]
+        rows: list[dict] = []
+        probabilities: dict[str, list[Tensor]] = {"val": [], "test": []}
+        for snapshot in self.snapshots:
+            row = {k: snapshot[k] for k in ("snapshot", "step", "epoch")}
+            with self._weights(snapshot["model"]):
+                for split in ("val", "test"):
+                    x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
+                    p = self.probabilities(x)
+                    row[f"{split}_accuracy"] = probability_scores(p, y)[1]
+                    if snapshot["snapshot"] in members:
+                        probabilities[split].append(p)
+            rows.append(row)
+        result: dict = {"snapshots": rows}
+        if members:
+            ensemble: dict = {"members": members}
+            for split in ("val", "test"):
+                mean = torch.stack(probabilities[split]).mean(dim=0)
+                y = getattr(self.data, f"y_{split}")
+                loss, accuracy = probability_scores(mean, y)
+                ensemble[f"{split}_loss"], ensemble[f"{split}_accuracy"] = loss, accuracy
+            if len(members) > 1 and len(self.data.y_test):
+                ensemble["test_disagreement"] = disagreement(probabilities["test"])
+            result["snapshot_ensemble"] = ensemble
+        return result
+
+    @contextlib.contextmanager
+    def _weights(self, state: dict[str, Tensor]) -> Iterator[None]:
+        """The model holds ``state`` inside the block, its own weights (bit for bit) after."""
+        own = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(state)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(own)
+
+    @torch.no_grad()
+    def probabilities(self, x: Tensor) -> Tensor:
+        """The model's softmax outputs (eval mode) on ``x``, an ``(N, classes)`` tensor."""
+        was_training = self.model.training
+        self.model.eval()
+        bs = self.config.train.eval_batch_size
+        parts = [torch.zeros(0, self.data.num_classes, device=x.device)]
+        for i in range(0, len(x), bs):
+            with self._autocast():
+                logits = self.model(self._layout(x[i:i + bs])).float()
+            parts.append(torch.softmax(logits, dim=1))
+        self.model.train(was_training)
+        return torch.cat(parts)
 
     def _batch(self) -> int:
         return len(self.data.x_train) if self.full_batch else self.config.train.batch_size
@@ -633,6 +724,29 @@ def _check_same_config(saved: dict | None, config: Config, run: RunDir) -> None:
         raise UserError(f"{str(run.config_path)!r} was changed after the run started ({shown});"
                         " --resume continues a run with the config it started with: restore "
                         "it, or start a new run with --out")
+
+
+def _snapshot_steps(cfg: Config, total_steps: int) -> list[int]:
+    """The steps after which the snapshots are taken (none without ``snapshots:``)."""
+    if cfg.snapshots is None:
+        return []
+    try:
+        return snapshot_steps(total_steps, cfg.snapshots.cycles)
+    except UserError as exc:
+        raise UserError(f"snapshots.cycles={cfg.snapshots.cycles}: {exc}") from None
+
+
+def _load_snapshot(run: RunDir, index: int, step: int) -> dict:
+    """Snapshot ``index`` of a run being resumed, checked to be the one taken at ``step``."""
+    path = run.checkpoint_path(f"snapshot-{index}")
+    if not path.is_file():
+        raise UserError(f"{str(path)!r} is missing: the run took snapshot {index} before its "
+                        "last checkpoint, and --resume needs it for the snapshot ensemble")
+    state = run.load_checkpoint(f"snapshot-{index}", map_location="cpu")
+    if state.get("step") != step or not isinstance(state.get("model"), dict):
+        raise UserError(f"{str(path)!r} is not snapshot {index} of this run (expected the "
+                        f"weights after step {step})")
+    return state
 
 
 def _grad_norm(model: nn.Module) -> float:
