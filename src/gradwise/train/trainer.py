@@ -9,6 +9,10 @@ after every epoch (model, optimizer, schedule, RNG state, epoch) and ``best.pt``
 validation accuracy), ``summary.json`` (final metrics, best epoch, wall time, why it stopped
 early, the diagnosis and warnings) and ``report.html``.
 
+A snapshot ensemble (``snapshots:``) runs cosine cycles, keeps the weights at the end of each
+(``checkpoints/snapshot-K.pt``) and evaluates each snapshot and the mean softmax of the last
+``keep`` at the end; it competes for ``test_accuracy`` with the live and averaged models.
+
 Resuming from ``last.pt`` gives exactly the run an uninterrupted process would have produced:
 batches and augmentations are drawn from generators seeded by (seed, epoch), and the global RNG
 that drives dropout is saved with each checkpoint.
@@ -343,7 +347,7 @@ class Trainer:
                         "model": {k: v.detach().to("cpu", copy=True)
                                   for k, v in self.model.state_dict().items()}}
             self.snapshots.append(snapshot)
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.config.train.checkpoint:
                 self.run_dir.save_snapshot(index, snapshot)
 
     def _average_epoch_end(self) -> dict:
