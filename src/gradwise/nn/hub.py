@@ -84,14 +84,14 @@ def build_hub_model(name: str, input_shape: Sequence[int], num_classes: int,
 
 def _set_input_channels(model: nn.Module, channels: int) -> None:
     """Replace the first Conv2d by one with ``channels`` inputs (otherwise the same)."""
-    for parent_name, parent in model.named_modules():
-        for child_name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d):
-                conv = nn.Conv2d(channels, child.out_channels, child.kernel_size, child.stride,
-                                 child.padding, child.dilation, child.groups,
-                                 bias=child.bias is not None, padding_mode=child.padding_mode)
-                setattr(parent, child_name, conv)
-                return
+    for name, child in model.named_modules():
+        if isinstance(child, nn.Conv2d):
+            parent_name, _, child_name = name.rpartition(".")
+            conv = nn.Conv2d(channels, child.out_channels, child.kernel_size, child.stride,
+                             child.padding, child.dilation, child.groups,
+                             bias=child.bias is not None, padding_mode=child.padding_mode)
+            setattr(model.get_submodule(parent_name), child_name, conv)
+            return
     raise UserError(f"{type(model).__name__} has no Conv2d whose input channels could be set")
 
 
