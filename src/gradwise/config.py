@@ -254,6 +254,8 @@ class TransferConfig(_Strict):
     lr_mult: Float | None = Field(None, gt=0)
     discriminative: Float | None = Field(None, ge=1)
     lp_ft: LPFTConfig | None = None
+    min_fraction: Float = Field(0.5, ge=0, le=1, description="loading a smaller share of the "
+                                "model's parameters is an error")
 
     @field_validator("freeze", mode="before")
     @classmethod

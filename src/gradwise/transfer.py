@@ -176,7 +176,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
     total = sum(sizes.values())
     got = sum(sizes.get(name, 0) for name in loaded + adapted)
     fraction = got / total if total else 0.0
-    if not loaded and not adapted:
+    if not got:  # (a matching scalar buffer such as num_batches_tracked is not a match)
         theirs_sample = ", ".join(list(state)[:3]) or "nothing"
         mine_sample = ", ".join(list(target)[:3]) or "nothing"
         raise UserError(f"nothing in {where} matches the model: its keys ({theirs_sample}, ...) "
@@ -187,7 +187,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
                         f"({fraction:.1%}) match {where}; min_fraction={min_fraction:g} needs "
                         f"at least {min_fraction:.0%} (skipped {len(skipped)} tensors, e.g. "
                         f"{next(iter(skipped.items()), ('-', '-'))[0]}); lower min_fraction to "
-                        "accept it")
+                        "accept it (transfer.min_fraction in a config)")
     with torch.no_grad():
         for name, value in new.items():
             target[name].copy_(value.to(device=target[name].device, dtype=target[name].dtype))
@@ -607,44 +607,50 @@ def probe_accuracy(train_features: Tensor, train_labels: Tensor, eval_features: 
 
 #: ``similar`` in :func:`measure` when the pretrained features' probe removes at least this share
 #: of the error of the same probe on a randomly initialised model's features.
-SIMILAR_GAIN = 0.5
+SIMILAR_GAIN = 0.25
 
 
 def measure(pretrained: nn.Module, random_init: nn.Module, x: Tensor, y: Tensor, *,
-            held_out: float = 0.3, seed: int = 0, gain: float = SIMILAR_GAIN) -> dict[str, Any]:
+            held_out: float = 0.3, repeats: int = 5, seed: int = 0,
+            gain: float = SIMILAR_GAIN) -> dict[str, Any]:
     """The two measurements of :func:`strategy` on a training set ``x, y``: examples per class
     (the smallest class's count) and the similarity of the domains. A linear probe
     (:func:`probe_accuracy`) is fitted on the head's input of ``pretrained`` and of
     ``random_init`` (the same architecture, untrained) on the same ``1 - held_out`` of the
-    data (stratified, drawn with ``seed``) and scored on the rest; the task counts as similar
-    when the pretrained probe removes at least ``gain`` of the random one's error:
+    data (stratified, drawn with ``seed``) and scored on the rest, ``repeats`` times with other
+    draws (accuracies averaged: a few examples per class make one draw noisy); the task counts
+    as similar when the pretrained probe removes at least ``gain`` of the random one's error:
     ``(err_random - err_pretrained) / err_random >= gain``."""
     gain = _fraction(gain)
+    held_out = _fraction(held_out)
     counts = y.bincount()
     counts = counts[counts > 0]
+    if int(counts.min()) < 2:
+        raise UserError(f"a class has {int(counts.min())} training example; measuring the "
+                        "similarity needs at least 2 per class")
     generator = torch.Generator().manual_seed(seed)
-    fit_idx, eval_idx = [], []
-    for c in y.unique():
-        members = torch.nonzero(y == c).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        cut = min(max(1, round(held_out * len(members))), len(members) - 1)
-        if cut < 1:
-            raise UserError(f"class {int(c)} has {len(members)} training example; measuring "
-                            "the similarity needs at least 2 per class")
-        eval_idx.append(members[:cut])
-        fit_idx.append(members[cut:])
-    fit, held = torch.cat(fit_idx), torch.cat(eval_idx)
-    accuracy = {}
-    for name, model in (("pretrained", pretrained), ("random", random_init)):
-        features = head_features(model, x).cpu()
-        accuracy[name] = probe_accuracy(features[fit], y[fit].cpu(), features[held],
-                                        y[held].cpu())
+    labels = y.cpu()
+    features = {name: head_features(model, x).cpu()
+                for name, model in (("pretrained", pretrained), ("random", random_init))}
+    accuracy = {name: 0.0 for name in features}
+    for _ in range(repeats):
+        fit_idx, eval_idx = [], []
+        for c in labels.unique():
+            members = torch.nonzero(labels == c).flatten()
+            members = members[torch.randperm(len(members), generator=generator)]
+            cut = min(max(1, round(held_out * len(members))), len(members) - 1)
+            eval_idx.append(members[:cut])
+            fit_idx.append(members[cut:])
+        fit, held = torch.cat(fit_idx), torch.cat(eval_idx)
+        for name, f in features.items():
+            accuracy[name] += probe_accuracy(f[fit], labels[fit], f[held],
+                                             labels[held]) / repeats
     err_p, err_r = 1 - accuracy["pretrained"], 1 - accuracy["random"]
     relative = (err_r - err_p) / err_r if err_r > 0 else 0.0
     return {"examples_per_class": int(counts.min()), "probe_accuracy_pretrained":
             accuracy["pretrained"], "probe_accuracy_random": accuracy["random"],
             "error_removed": relative, "similar": bool(relative >= gain),
-            "similar_gain": gain, "held_out": len(held)}
+            "similar_gain": gain, "held_out": len(held), "repeats": repeats}
 
 
 def table_text(choice: dict[str, Any]) -> str:
@@ -670,4 +676,4 @@ def table_text(choice: dict[str, Any]) -> str:
                      f"{choice['similar_gain']:.0%})")
     lines.append(f"chosen: {choice['action']}: {choice['what']}")
     lines.append(f"reason: {choice['reason']}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)

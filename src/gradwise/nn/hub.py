@@ -87,9 +87,10 @@ def _set_input_channels(model: nn.Module, channels: int) -> None:
     for name, child in model.named_modules():
         if isinstance(child, nn.Conv2d):
             parent_name, _, child_name = name.rpartition(".")
-            conv = nn.Conv2d(channels, child.out_channels, child.kernel_size, child.stride,
-                             child.padding, child.dilation, child.groups,
-                             bias=child.bias is not None, padding_mode=child.padding_mode)
+            conv = nn.Conv2d(channels, child.out_channels, child.kernel_size,  # type: ignore[arg-type]
+                             child.stride, child.padding, child.dilation,  # type: ignore[arg-type]
+                             child.groups, bias=child.bias is not None,
+                             padding_mode=child.padding_mode)
             setattr(model.get_submodule(parent_name), child_name, conv)
             return
     raise UserError(f"{type(model).__name__} has no Conv2d whose input channels could be set")

@@ -46,7 +46,8 @@ class Finetune:
             assert config.model.init is not None
             source = self.source = config.model.init
         try:
-            self.report = tl.load_weights(model, source, head=head)
+            self.report = tl.load_weights(model, source, head=head, min_fraction=(
+                cfg.min_fraction if cfg is not None else TransferConfig().min_fraction))
         except UserError as exc:
             raise UserError(f"model.{'weights' if config.model.weights else 'init'}: "
                             f"{exc}") from None
@@ -90,11 +91,11 @@ class Finetune:
         lp_ft = ({"epochs": max(1, epochs // 2)} if choice["lp_ft"] and epochs >= 2 else None)
         factor = choice["lr_factor"]
         settings = TransferConfig(
-            freeze=freeze, head=cfg.head, bn=cfg.bn, lp_ft=lp_ft,
+            freeze=freeze, head=cfg.head, bn=cfg.bn, lp_ft=lp_ft, min_fraction=cfg.min_fraction,
             lr_mult=DEFAULT_LR_MULT if freeze != "backbone" else None,
             discriminative=(factor * DEFAULT_LR_MULT if factor and factor * DEFAULT_LR_MULT > 1
                             else None))
-        choice["settings"] = settings.model_dump(exclude={"strategy"}, by_alias=True)
+        choice["settings"] = settings.model_dump(exclude={"strategy", "min_fraction"})
         return choice, settings
 
     def _final_trainable(self) -> str | int | Callable[[str], bool] | tuple[str, ...]:
@@ -195,7 +196,7 @@ class Finetune:
                 "adapted": self.report["adapted"], "skipped": self.report["skipped"],
                 "reinitialised": self.report["reinitialised"],
                 "fraction_loaded": self.report["fraction"],
-                "settings": s.model_dump(by_alias=True) if s is not None else None,
+                "settings": s.model_dump() if s is not None else None,
                 "strategy": self.choice,
                 "frozen": self.frozen["frozen"], "frozen_bn": self.frozen["frozen_bn"]}
 

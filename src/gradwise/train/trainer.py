@@ -168,11 +168,11 @@ class Trainer:
                     self.progress.message(f"{self.out} has no checkpoint yet: starting the run "
                                           "from the beginning")
                 self.run_dir = RunDir.create(self.out, dump(self.config))
-        if self.finetune is not None and not self.quiet:
-            self.progress.message(self.finetune.text())
             if self.tensorboard:
                 from .tensorboard import TensorBoardSink
                 self.sinks.append(TensorBoardSink(self.run_dir.path / "tensorboard"))
+        if self.finetune is not None and not self.quiet:
+            self.progress.message(self.finetune.text())
         start = time.perf_counter() - self.elapsed
         cfg = self.config.train
         while self.epoch < cfg.epochs and self.step < self.total_steps and not self.stop_reason:
