@@ -96,6 +96,7 @@ class Finetune:
             discriminative=(factor * DEFAULT_LR_MULT if factor and factor * DEFAULT_LR_MULT > 1
                             else None))
         choice["settings"] = settings.model_dump(exclude={"strategy", "min_fraction"})
+        choice["table"] = tl.table_text(choice)
         return choice, settings
 
     def _final_trainable(self) -> str | int | Callable[[str], bool] | tuple[str, ...]:
@@ -181,7 +182,7 @@ class Finetune:
             lines.append(f"  skipped {len(r['skipped'])}: {shown}{more}")
         if self.choice is not None:
             lines.append("strategy: auto")
-            lines += ["  " + line for line in tl.table_text(self.choice).splitlines()]
+            lines += ["  " + line for line in self.choice["table"].splitlines()]
         if self.settings is not None:
             frozen = len(self.frozen["frozen"])
             lines.append(f"  {frozen} of {frozen + len(self.frozen['trainable'])} parameter "
