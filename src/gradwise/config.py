@@ -13,6 +13,7 @@ A config names the data, the model, the optimizer, the schedule and the training
     augment: {translate: {max_shift: 3}, mixup: {alpha: 0.2}}
     evaluate: {samples: 1, tta_flip: false, tta_shift: 0}
     average: {ema: {decay: 0.999}}  # or {swa: {start_epoch: 40, lr: 0.01}}; null: none
+    transfer: {freeze: backbone}   # with model.init: PATH; see TransferConfig
 
 Model, optimizer and schedule options beyond ``name`` pass through to
 :func:`gradwise.nn.build_model`, the optimizer class and
@@ -79,10 +80,48 @@ class DataConfig(_Strict):
     normalize: Bool = True
     label_column: str | None = None
     train_size: Int | None = Field(None, ge=1, description="train on a class-balanced subset")
+    classes: list[Int] | None = Field(None, min_length=2, description="keep these classes, "
+                                      "relabelled 0..K-1 in the order given")
+    per_class: Int | None = Field(None, ge=1, description="train on a seeded subsample of N "
+                                  "examples of each class")
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list[int] | None) -> list[int] | None:
+        if classes is not None:
+            repeated = sorted({c for c in classes if classes.count(c) > 1})
+            if repeated:
+                raise ValueError(f"classes {repeated} are given twice; give each class once")
+            if min(classes) < 0:
+                raise ValueError("class ids are integers >= 0")
+        return classes
+
+    @model_validator(mode="after")
+    def _one_subsample(self):
+        if self.per_class is not None and self.train_size is not None:
+            raise ValueError("give per_class or train_size, not both")
+        return self
+
+
+#: Model names whose weights come from another library's cache (``model.weights``).
+HUB_PREFIXES = ("torchvision:", "timm:")
 
 
 class ModelConfig(_Open):
     name: str = "mlp"
+    init: str | None = Field(None, description="start from weights: a gradwise run folder, a "
+                             "checkpoint or a state dict file (see gradwise.transfer)")
+    weights: str | None = Field(None, description="pretrained weights of a torchvision:NAME or "
+                                "timm:NAME model from the local cache, e.g. DEFAULT")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.weights is not None and not self.name.startswith(HUB_PREFIXES):
+            raise ValueError(f"weights={self.weights!r} needs a torchvision:NAME or timm:NAME "
+                             f"model, not {self.name!r}; for a gradwise model give init: PATH")
+        if self.weights is not None and self.init is not None:
+            raise ValueError("give init or weights, not both")
+        return self
 
 
 class OptimizerConfig(_Open):
@@ -207,6 +246,73 @@ class SnapshotConfig(_Strict):
         return self.keep if self.keep is not None else self.cycles
 
 
+FREEZE_WORDS = ("backbone", "none")
+
+
+class LPFTConfig(_Strict):
+    """LP-FT (Kumar et al. 2022): train only the head for ``epochs`` epochs, then unfreeze."""
+
+    epochs: Int = Field(ge=1)
+
+
+class TransferConfig(_Strict):
+    """How to train from pretrained weights (``model.init`` or ``model.weights``); see
+    :mod:`gradwise.transfer` and docs/transfer.md::
+
+        transfer: {freeze: backbone, head: reinit, bn: frozen}        # a linear probe
+        transfer: {freeze: {all-but-last: 2}, lr_mult: 0.1}            # fine-tune the top
+        transfer: {freeze: none, lr_mult: 0.1, lp_ft: {epochs: 5}}     # LP-FT
+        transfer: {strategy: auto}                                     # the 2x2 table decides
+
+    ``freeze``: ``backbone`` (all but the head), ``none``, ``{all-but-last: K}`` (the head and
+    the last K blocks train) or a list of module names to freeze. ``lr_mult``: the pretrained
+    part's learning rate over ``optimizer.lr`` (default 0.1, the lecture's 1/10);
+    ``discriminative``: F, the blocks' rates decay geometrically from ``lr * lr_mult`` (the block
+    next to the head) to ``lr * lr_mult / F`` (the first block)."""
+
+    strategy: Literal["manual", "auto"] = "manual"
+    freeze: str | dict[str, int] | list[str] | None = None
+    head: Literal["reinit", "keep"] = "reinit"
+    bn: Literal["frozen", "train"] = "frozen"
+    lr_mult: Float | None = Field(None, gt=0)
+    discriminative: Float | None = Field(None, ge=1)
+    lp_ft: LPFTConfig | None = None
+    min_fraction: Float = Field(0.5, ge=0, le=1, description="loading a smaller share of the "
+                                "model's parameters is an error")
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze(cls, value: Any) -> Any:
+        accepted = ("accepted: backbone, none, {all-but-last: K} with K >= 0, or a list of "
+                    "module names to freeze")
+        if value is None or value in FREEZE_WORDS:
+            return value
+        if isinstance(value, dict):
+            k = value.get("all-but-last")
+            if (list(value) != ["all-but-last"] or not isinstance(k, int) or isinstance(k, bool)
+                    or k < 0):
+                raise ValueError(f"freeze {value!r} is invalid; {accepted}")
+            return value
+        if (isinstance(value, list) and value
+                and all(isinstance(v, str) and v for v in value)):
+            return value
+        raise ValueError(f"freeze {value!r} is invalid; {accepted}")
+
+    @model_validator(mode="after")
+    def _auto_decides(self):
+        if self.strategy == "auto":
+            given = [k for k in ("freeze", "lr_mult", "discriminative", "lp_ft")
+                     if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"strategy: auto chooses {', '.join(given)} from the data; "
+                                 "drop them or set strategy: manual")
+        if self.lp_ft is not None and self.freeze in (None, "backbone"):
+            raise ValueError("lp_ft trains the head, then unfreezes what freeze leaves "
+                             "trainable; with freeze: backbone nothing would be unfrozen: give "
+                             "freeze: none or {all-but-last: K}")
+        return self
+
+
 class Config(_Strict):
     name: str | None = None
     seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -222,6 +328,9 @@ class Config(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     average: AverageConfig | None = Field(None, description="weight averaging (EMA or SWA)")
     snapshots: SnapshotConfig | None = Field(None, description="a snapshot ensemble")
+    transfer: TransferConfig | None = Field(None, description="freezing, learning-rate "
+                                            "multipliers, LP-FT or strategy: auto for "
+                                            "pretrained weights")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -279,6 +388,19 @@ class Config(_Strict):
                 and self.average.swa.lr is not None:
             raise ValueError("snapshots and average.swa.lr both set the learning rate; drop "
                              "one (SWA without lr averages along the snapshot cycles)")
+        return self
+
+    @model_validator(mode="after")
+    def _transfer_needs_weights(self):
+        transfer = self.transfer
+        if transfer is None:
+            return self
+        if self.model.init is None and self.model.weights is None:
+            raise ValueError("transfer: needs pretrained weights: give model.init (a run "
+                             "folder, checkpoint or state dict) or model.weights")
+        if transfer.lp_ft is not None and transfer.lp_ft.epochs >= self.train.epochs:
+            raise ValueError(f"transfer.lp_ft.epochs={transfer.lp_ft.epochs} leaves no epoch "
+                             f"to fine-tune in (train.epochs={self.train.epochs}); give fewer")
         return self
 
     @model_validator(mode="after")

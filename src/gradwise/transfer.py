@@ -43,6 +43,9 @@ from .rundir import RunDir
 #: or ``train`` (statistics updated, affine trained; fastai's ``train_bn=True``).
 BN_MODES = ("eval", "train")
 
+#: What :func:`load_weights` does with a head of the source's shape.
+HEAD_MODES = ("keep", "reinit")
+
 #: Examples per class below which a task has "little" data in :func:`strategy`.
 LITTLE_DATA = 1000
 
@@ -105,7 +108,7 @@ def _under(name: str, prefix: str) -> bool:
 # -- loading weights ---------------------------------------------------------------------------
 
 def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
-                 min_fraction: float = 0.5) -> dict[str, Any]:
+                 min_fraction: float = 0.5, head: str = "keep") -> dict[str, Any]:
     """Copy the tensors of ``source`` into ``model`` where name and shape match; return what
     happened: ``{"loaded": [...], "adapted": [...], "skipped": {name: reason},
     "reinitialised": [...], "fraction": f}``.
@@ -120,6 +123,8 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
       channels is ``adapted``: ``C -> 1`` sums over the input channels, ``1 -> C`` repeats the
       weight and divides it by ``C``. Either way a grey image (the same values in every
       channel) gives the same activations in both models.
+    - ``head="reinit"``: the head keeps the model's own initialisation even where its shape
+      matches (the same class count, other classes); ``"keep"`` loads a matching head.
     - Anything else that does not match is ``skipped`` with the reason; the model keeps its
       own values there.
     - ``fraction``: the share of the model's parameter elements loaded or adapted. Below
@@ -127,9 +132,13 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
       from scratch is not silently taken for transfer.
     """
     min_fraction = _fraction(min_fraction)
+    if head not in HEAD_MODES:
+        raise UserError(f"head={head!r} is invalid; accepted: 'keep' (load a head of the same "
+                        "shape) or 'reinit' (keep the model's own initialisation)")
+    reinit_head = head == "reinit"
     state, where = _source_state(source)
     target = model.state_dict()
-    head = head_name(model)
+    head_module = head_name(model)
     first_conv = _first_conv(model)
     new: dict[str, Tensor] = {}
     loaded: list[str] = []
@@ -138,6 +147,10 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
     skipped: dict[str, str] = {}
     for name, mine in target.items():
         theirs = state.get(name)
+        in_head = head_module is not None and _under(name, head_module)
+        if in_head and reinit_head:
+            reinitialised.append(name)
+            continue
         if theirs is None:
             skipped[name] = "not in the source"
             continue
@@ -147,7 +160,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
         if theirs.shape == mine.shape:
             new[name] = theirs
             loaded.append(name)
-        elif head is not None and _under(name, head):
+        elif in_head:
             reinitialised.append(name)
         elif first_conv is not None and name == f"{first_conv}.weight" and (
                 channels := _adapt_channels(theirs, mine.shape)) is not None:
@@ -163,7 +176,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
     total = sum(sizes.values())
     got = sum(sizes.get(name, 0) for name in loaded + adapted)
     fraction = got / total if total else 0.0
-    if not loaded and not adapted:
+    if not got:  # (a matching scalar buffer such as num_batches_tracked is not a match)
         theirs_sample = ", ".join(list(state)[:3]) or "nothing"
         mine_sample = ", ".join(list(target)[:3]) or "nothing"
         raise UserError(f"nothing in {where} matches the model: its keys ({theirs_sample}, ...) "
@@ -174,7 +187,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], *,
                         f"({fraction:.1%}) match {where}; min_fraction={min_fraction:g} needs "
                         f"at least {min_fraction:.0%} (skipped {len(skipped)} tensors, e.g. "
                         f"{next(iter(skipped.items()), ('-', '-'))[0]}); lower min_fraction to "
-                        "accept it")
+                        "accept it (transfer.min_fraction in a config)")
     with torch.no_grad():
         for name, value in new.items():
             target[name].copy_(value.to(device=target[name].device, dtype=target[name].dtype))
@@ -498,3 +511,169 @@ def strategy(n_examples_per_class: float, similar: bool, *,
     return {"data": "little" if is_little else "a lot", "domain":
             "similar" if similar else "different", "n_examples_per_class": n,
             "threshold": little, **cell}
+
+
+# -- learning-rate multipliers for param_groups ------------------------------------------------
+
+def lr_multipliers(model: nn.Module, lr_mult: float = 0.1,
+                   factor: float = 1.0) -> Callable[[str], float]:
+    """The learning-rate multiplier of each parameter name, for
+    :func:`gradwise.optim.param_groups`: 1 for the head; for the trainable blocks before it
+    (input first, ``k`` of them) ``lr_mult / factor ** ((k - 1 - i) / (k - 1))``, so the block
+    next to the head gets ``lr_mult`` and the first trainable one ``lr_mult / factor``
+    (``factor=1``: all ``lr_mult``, the lecture's "fine-tune at about 1/10"). Parameters of no
+    block (a root-level parameter) count with the first block.
+
+    >>> from gradwise.nn import build_model
+    >>> net = build_model("mlp", (4,), 3, hidden=(8, 8))
+    >>> f = lr_multipliers(net, 0.1, factor=10)
+    >>> [round(f(n), 4) for n in ("features.1.weight", "features.3.weight", "head.weight")]
+    [0.01, 0.1, 1.0]
+    """
+    lr_mult = _positive("lr_mult", lr_mult)
+    factor = _positive("factor", factor)
+    if factor < 1:
+        raise UserError(f"factor={factor:g} is invalid; it must be >= 1 (the rate of the block "
+                        "next to the head over the first trainable block's)")
+    head = head_name(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    body = [m for m in _block_members(model) if m[0] != head
+            and any(_under(n, q) for n in trainable for q in m)]
+    k = len(body)
+    rates = [lr_mult if k == 1 else lr_mult / factor ** ((k - 1 - i) / (k - 1))
+             for i in range(k)]
+
+    def multiplier(name: str) -> float:
+        if head is not None and _under(name, head):
+            return 1.0
+        for members, rate in zip(body, rates, strict=True):
+            if any(_under(name, q) for q in members):
+                return rate
+        return rates[0] if rates else lr_mult
+
+    return multiplier
+
+
+# -- measuring similarity: linear probes -------------------------------------------------------
+
+@torch.no_grad()
+def head_features(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """What ``model``'s head (:func:`head_name`) receives for ``x``, flattened to ``(N, F)``,
+    in eval mode (the model's mode is restored)."""
+    head = head_name(model)
+    if head is None:
+        raise UserError(f"{type(model).__name__} has no head (a child named 'head' or a "
+                        "Linear layer) whose input could be probed")
+    module = model.get_submodule(head)
+    caught: list[Tensor] = []
+    handle = module.register_forward_pre_hook(
+        lambda m, args: caught.append(args[0].detach().flatten(1).float()))
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(caught)
+
+
+def probe_accuracy(train_features: Tensor, train_labels: Tensor, eval_features: Tensor,
+                   eval_labels: Tensor, *, l2: float = 1e-3, steps: int = 100) -> float:
+    """Accuracy on ``eval_*`` of a linear probe: multinomial logistic regression fitted on
+    ``train_*`` (features standardised with the train mean and std, loss ``CE + l2/2 |W|^2``,
+    full-batch L-BFGS from zero weights: deterministic, no random state used)."""
+    classes = int(max(int(train_labels.max()), int(eval_labels.max()))) + 1
+    mean, std = train_features.mean(0), train_features.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    a, b = (train_features - mean) / std, (eval_features - mean) / std
+    weight = torch.zeros(a.shape[1], classes, requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = (nn.functional.cross_entropy(a @ weight + bias, train_labels)
+                + l2 / 2 * weight.pow(2).sum())
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return float(((b @ weight + bias).argmax(1) == eval_labels).float().mean())
+
+
+#: ``similar`` in :func:`measure` when the pretrained features' probe removes at least this share
+#: of the error of the same probe on a randomly initialised model's features.
+SIMILAR_GAIN = 0.25
+
+
+def measure(pretrained: nn.Module, random_init: nn.Module, x: Tensor, y: Tensor, *,
+            held_out: float = 0.3, repeats: int = 5, seed: int = 0,
+            gain: float = SIMILAR_GAIN) -> dict[str, Any]:
+    """The two measurements of :func:`strategy` on a training set ``x, y``: examples per class
+    (the smallest class's count) and the similarity of the domains. A linear probe
+    (:func:`probe_accuracy`) is fitted on the head's input of ``pretrained`` and of
+    ``random_init`` (the same architecture, untrained) on the same ``1 - held_out`` of the
+    data (stratified, drawn with ``seed``) and scored on the rest, ``repeats`` times with other
+    draws (accuracies averaged: a few examples per class make one draw noisy); the task counts
+    as similar when the pretrained probe removes at least ``gain`` of the random one's error:
+    ``(err_random - err_pretrained) / err_random >= gain``."""
+    gain = _fraction(gain)
+    held_out = _fraction(held_out)
+    counts = y.bincount()
+    counts = counts[counts > 0]
+    if int(counts.min()) < 2:
+        raise UserError(f"a class has {int(counts.min())} training example; measuring the "
+                        "similarity needs at least 2 per class")
+    generator = torch.Generator().manual_seed(seed)
+    labels = y.cpu()
+    features = {name: head_features(model, x).cpu()
+                for name, model in (("pretrained", pretrained), ("random", random_init))}
+    accuracy = {name: 0.0 for name in features}
+    for _ in range(repeats):
+        fit_idx, eval_idx = [], []
+        for c in labels.unique():
+            members = torch.nonzero(labels == c).flatten()
+            members = members[torch.randperm(len(members), generator=generator)]
+            cut = min(max(1, round(held_out * len(members))), len(members) - 1)
+            eval_idx.append(members[:cut])
+            fit_idx.append(members[cut:])
+        fit, held = torch.cat(fit_idx), torch.cat(eval_idx)
+        for name, f in features.items():
+            accuracy[name] += probe_accuracy(f[fit], labels[fit], f[held],
+                                             labels[held]) / repeats
+    err_p, err_r = 1 - accuracy["pretrained"], 1 - accuracy["random"]
+    relative = (err_r - err_p) / err_r if err_r > 0 else 0.0
+    return {"examples_per_class": int(counts.min()), "probe_accuracy_pretrained":
+            accuracy["pretrained"], "probe_accuracy_random": accuracy["random"],
+            "error_removed": relative, "similar": bool(relative >= gain),
+            "similar_gain": gain, "held_out": len(held), "repeats": repeats}
+
+
+def table_text(choice: dict[str, Any]) -> str:
+    """The 2x2 table as text with the chosen cell marked, the measurements and the reason.
+
+    ``choice`` is :func:`strategy`'s result, optionally updated with :func:`measure`'s."""
+    mark = (choice["data"] == "little", choice["domain"] == "similar")
+    width = 30
+
+    def cell(little: bool, similar: bool) -> str:
+        text = TABLE[(little, similar)]["action"]
+        return (f"[{text}]" if (little, similar) == mark else f" {text} ").ljust(width)
+
+    threshold = f"{choice['threshold']:g}"
+    lines = [f"{'':24}{'similar domain'.ljust(width)}different domain",
+             f"{'little (< ' + threshold + '/class)':24}{cell(True, True)}{cell(True, False)}",
+             f"{'a lot (>= ' + threshold + '/class)':24}{cell(False, True)}{cell(False, False)}"]
+    if "probe_accuracy_pretrained" in choice:
+        lines.append(f"measured: {choice['n_examples_per_class']:g} examples per class; linear "
+                     f"probe {choice['probe_accuracy_pretrained']:.1%} on the pretrained "
+                     f"features vs {choice['probe_accuracy_random']:.1%} on random ones "
+                     f"({choice['error_removed']:.0%} of the error removed, similar from "
+                     f"{choice['similar_gain']:.0%})")
+    lines.append(f"chosen: {choice['action']}: {choice['what']}")
+    lines.append(f"reason: {choice['reason']}")
+    return "\n".join(line.rstrip() for line in lines)

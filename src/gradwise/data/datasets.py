@@ -79,6 +79,8 @@ class Splits:
     name: str
     mean: Tensor
     std: Tensor
+    #: The source's label of each class 0..K-1 where ``classes`` selected them, else None.
+    class_ids: tuple[int, ...] | None = None
 
     def to(self, device: torch.device | str) -> Splits:
         """A copy with every tensor on ``device``."""
@@ -108,6 +110,30 @@ class Splits:
         keep = keep.to(self.y_train.device)
         return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
 
+    def per_class_subset(self, per_class: int, seed: int = 0) -> Splits:
+        """A copy whose train split keeps ``per_class`` samples of each class, drawn with
+        ``seed`` (val, test and normalisation unchanged; samples keep their order). A class
+        with fewer training samples is a UserError naming it and its count.
+
+        >>> load_data("digits").per_class_subset(3).y_train.bincount().tolist()
+        [3, 3, 3, 3, 3, 3, 3, 3, 3, 3]
+        """
+        per_class = _checks.integer("per_class", per_class, 1)
+        labels = self.y_train.cpu()
+        counts = labels.bincount(minlength=self.num_classes)
+        short = [c for c in range(self.num_classes) if counts[c] < per_class]
+        if short:
+            c = short[0]
+            name = self.class_ids[c] if self.class_ids is not None else c
+            raise UserError(f"per_class={per_class} is more than class {name} of {self.name} "
+                            f"has: {int(counts[c])} training samples (after the validation "
+                            f"split); give per_class <= {int(counts.min())}")
+        generator = torch.Generator().manual_seed(seed)
+        keep = torch.cat([torch.nonzero(labels == c).flatten()[
+            torch.randperm(int(counts[c]), generator=generator)[:per_class]]
+            for c in range(self.num_classes)]).sort().values.to(self.y_train.device)
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
+
     def __repr__(self) -> str:
         return (f"Splits(name={self.name!r}, train={len(self.y_train)}, val={len(self.y_val)}, "
                 f"test={len(self.y_test)}, input_shape={self.input_shape}, "
@@ -115,7 +141,8 @@ class Splits:
 
 
 def load_data(source: str, *, val_fraction: float = 0.1, seed: int = 0, normalize: bool = True,
-              label_column: str | None = None) -> Splits:
+              label_column: str | None = None,
+              classes: list[int] | tuple[int, ...] | None = None) -> Splits:
     """Load ``source`` (one of :func:`sources`) into memory as :class:`Splits`.
 
     - ``digits``: scikit-learn's 8x8 digits as (1, 8, 8) images in [0, 1].
@@ -128,6 +155,10 @@ def load_data(source: str, *, val_fraction: float = 0.1, seed: int = 0, normaliz
       give the labels. All images need one size; 1 channel if all are grayscale, else 3 (RGB).
     - ``csv:PATH``: a header row, float features and one label column: ``label_column``, else
       one named label, class, target or y (any case), else the last; labels are ints or names.
+
+    ``classes``: keep only the samples of these class ids (the source's labels), relabelled
+    ``0..K-1`` in the order given, before anything is split or normalised (``class_ids``
+    records them).
 
     Sources without a test split (digits, csv, a folder without ``test/``) lose a stratified 20%
     to it, always with seed 0. Without a validation split, a stratified ``val_fraction`` of the
@@ -151,6 +182,8 @@ def load_data(source: str, *, val_fraction: float = 0.1, seed: int = 0, normaliz
         elif x.shape[1:] != x_shape:
             raise UserError(f"{source}: {_arr('x', split)} samples have shape {x.shape[1:]} but "
                             f"{_arr('x', first)} samples {x_shape}; every split needs one shape")
+    if classes is not None:
+        parts = _select(source, parts, classes)
     if "data" in parts:
         parts["train"], parts["test"] = _carve(source, parts.pop("data"), "test", TEST_FRACTION, 0)
     if "val" not in parts:
@@ -170,7 +203,33 @@ def load_data(source: str, *, val_fraction: float = 0.1, seed: int = 0, normaliz
         stat_shape = (x_train.shape[1],) + (1,) * (x_train.ndim - 2)
         mean, std = torch.zeros(stat_shape), torch.ones(stat_shape)
     return Splits(**tensors, num_classes=num_classes, input_shape=tuple(x_train.shape[1:]),
-                  name=source, mean=mean, std=std)
+                  name=source, mean=mean, std=std,
+                  class_ids=tuple(int(c) for c in classes) if classes is not None else None)
+
+
+def _select(source: str, parts: dict[str, tuple[np.ndarray, np.ndarray]],
+            classes: list[int] | tuple[int, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The samples of ``classes`` in every split, labelled by their position in ``classes``."""
+    wanted = [int(_checks.integer("classes entry", c, 0)) for c in classes]
+    if len(set(wanted)) != len(wanted) or len(wanted) < 2:
+        raise UserError(f"classes={list(classes)!r} is invalid; give at least 2 distinct class "
+                        "ids")
+    first = "train" if "train" in parts else "data"
+    present = np.unique(parts[first][1])
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise UserError(f"{source}: classes {missing} are not among the labels of its "
+                        f"{first} split ({_few(present)}); give ids of those")
+    relabel = np.full(int(max(present.max(), max(wanted))) + 1, -1, dtype=np.int64)
+    relabel[wanted] = np.arange(len(wanted))
+    selected = {}
+    for split, (x, y) in parts.items():
+        new = np.where(y < len(relabel), relabel[np.minimum(y, len(relabel) - 1)], -1)
+        keep = new >= 0
+        if not keep.any():
+            raise UserError(f"{source}: the {split} split holds none of classes {wanted}")
+        selected[split] = (x[keep], new[keep])
+    return selected
 
 
 def _read(source: str, label_column: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:

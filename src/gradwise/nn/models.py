@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .._checks import choice, number
 from ..errors import UserError
+from .hub import build_hub_model, is_hub_model
 from .regularizers import (
     FRACTIONAL_POOL_MODES,
     DropConnectLinear,
@@ -147,6 +148,9 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
       pool=False``.
     - ``python:module:function``: ``function(input_shape=..., num_classes=..., **options)``
       from the importable ``module``; it must return an ``nn.Module`` (built as is).
+    - ``torchvision:NAME``, ``timm:NAME``: that library's model with random weights, its
+      options passed through (see :mod:`gradwise.nn.hub`; pretrained weights come from the
+      config's ``model.weights``).
 
     Raises :class:`~gradwise.errors.UserError` for an unknown name or option, a bad value or
     an input shape the model cannot take.
@@ -159,10 +163,13 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
     num_classes = _positive_int("num_classes", num_classes)
     if isinstance(name, str) and name.startswith("python:"):
         return _from_python(name, input_shape, num_classes, options)
+    if is_hub_model(name):
+        return build_hub_model(name, input_shape, num_classes, **options)
     builder = MODELS.get(name) if isinstance(name, str) else None
     if builder is None:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, "
-                        "or 'python:module:function' for your own")
+                        "or 'python:module:function' for your own, or torchvision:NAME, "
+                        "timm:NAME")
     accepted = [p.name for p in inspect.signature(builder).parameters.values()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = [key for key in options if key not in accepted]

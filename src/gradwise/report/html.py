@@ -131,6 +131,11 @@ def render_report(run: RunData) -> str:
             "learning rate's minimum), and the mean of the softmax outputs of the last ones "
             "(Huang et al. 2017).",
             _snapshots_html(final["snapshots"], final.get("snapshot_ensemble")))
+    transfer = (run.summary or {}).get("transfer")
+    if isinstance(transfer, dict):
+        add("transfer", "Transfer", "Where the starting weights came from, what was loaded, "
+            "re-initialised and frozen, and the strategy table where strategy: auto chose.",
+            _transfer_html(transfer))
     _run_plots(run, add, notes)
     if run.config_text is not None:
         add("config", "Config", "The resolved config the run was trained with (config.yaml): "
@@ -155,6 +160,31 @@ def render_report(run: RunData) -> str:
     body += [text for _, _, text in sections]
     body.append(_omitted(notes))
     return page.page(f"{run.name} · gradwise report", "\n".join(b for b in body if b))
+
+
+def _transfer_html(transfer: dict) -> str:
+    """summary.json's ``transfer`` entry: the load report, the frozen part, the strategy."""
+    def names(key: str) -> str:
+        value = transfer.get(key) or []
+        return page.e(", ".join(map(str, value)) or "none")
+
+    fraction = transfer.get("fraction_loaded")
+    rows = [("weights from", f"<code>{page.e(transfer.get('source', '?'))}</code>"),
+            ("loaded", f"{len(transfer.get('loaded') or [])} tensors"
+                       + (f" ({page.fmt_percent(fraction)} of the parameters)"
+                          if isinstance(fraction, (int, float)) else "")),
+            ("re-initialised", names("reinitialised")), ("adapted", names("adapted")),
+            ("skipped", page.e(len(transfer.get("skipped") or {}))),
+            ("frozen at the end", f"{len(transfer.get('frozen') or [])} parameter tensors")]
+    settings = transfer.get("settings")
+    if isinstance(settings, dict):
+        rows.append(("settings", page.e(", ".join(f"{k}: {v}" for k, v in settings.items()
+                                                  if v is not None))))
+    html = page.table(rows)
+    strategy = transfer.get("strategy")
+    if isinstance(strategy, dict) and strategy.get("table"):
+        html += f"<pre>{page.e(strategy['table'])}</pre>"
+    return html
 
 
 def _diagnosis_html(diagnosis: dict) -> str:

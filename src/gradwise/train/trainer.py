@@ -57,6 +57,7 @@ from ..nn import build_model, mc_predict, tta_predict, weight_penalty
 from ..rundir import RunDir
 from ..schedules import LRScheduler, SwitchTo, build_schedule
 from .diagnosis import diagnose
+from .finetune import Finetune
 from .monitor import Monitor
 from .progress import Progress
 
@@ -89,19 +90,24 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         cfg = self.config
         data = load_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.seed,
-                         normalize=cfg.data.normalize, label_column=cfg.data.label_column)
+                         normalize=cfg.data.normalize, label_column=cfg.data.label_column,
+                         classes=cfg.data.classes)
         if cfg.data.train_size is not None:
             data = data.train_subset(cfg.data.train_size, cfg.seed)
+        if cfg.data.per_class is not None:
+            data = data.per_class_subset(cfg.data.per_class, cfg.seed)
         self.data: Splits = data.to(self.device)
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape,
                                             self.data.num_classes,
                                             **cfg.model.options()).to(self.device)
+        self.finetune = Finetune.create(self.model, cfg, self.data)  # model.init, transfer:
         self.channels_last = cfg.train.channels_last and len(self.data.input_shape) == 3
         if self.channels_last:
             # Module.to takes memory_format (torch's docs); its stubs leave the keyword out
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.average = _build_average(self.model, cfg)
-        self.optimizer = _build_optimizer(self.model, cfg)
+        self.optimizer = _build_optimizer(
+            self.model, cfg, self.finetune.multipliers() if self.finetune else None)
         self.full_batch = bool(cfg.train.full_batch)
         if gopt.registry.get(cfg.optimizer.name).full_batch and not self.full_batch:
             raise UserError(f"optimizer {cfg.optimizer.name!r} steps on the whole training set "
@@ -175,6 +181,8 @@ class Trainer:
             if self.tensorboard:
                 from .tensorboard import TensorBoardSink
                 self.sinks.append(TensorBoardSink(self.run_dir.path / "tensorboard"))
+        if self.finetune is not None and not self.quiet:
+            self.progress.message(self.finetune.text())
         start = time.perf_counter() - self.elapsed
         cfg = self.config.train
         while self.epoch < cfg.epochs and self.step < self.total_steps and not self.stop_reason:
@@ -185,6 +193,8 @@ class Trainer:
             self.elapsed = time.perf_counter() - start
             if self.stop_reason:
                 break
+            if self.finetune is not None:  # LP-FT: unfreeze after the head's epochs
+                self.finetune.at_epoch_end(self.epoch, self.optimizer, self.scheduler)
             val_loss, val_acc = self._last_val = self.evaluate(self.data.x_val, self.data.y_val)
             record = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
                       "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
@@ -452,6 +462,8 @@ class Trainer:
         _check_same_config(ckpt.get("config"), self.config, run)
         try:
             self.model.load_state_dict(ckpt["model"])
+            if self.finetune is not None:  # the optimizer's groups of that epoch
+                self.finetune.at_epoch_end(ckpt["epoch"], self.optimizer, self.scheduler)
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.epoch, self.step, self.elapsed = ckpt["epoch"], ckpt["step"], ckpt["elapsed"]
@@ -495,6 +507,7 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             **self._averaged_accuracy(),
             **self._alternatives(val_acc, test_loss, test_acc),
+            **({"transfer": self.finetune.summary()} if self.finetune is not None else {}),
             "diagnosis": self.diagnosis,
             "warnings": self.monitor.warnings,
         }
@@ -664,7 +677,8 @@ def fit(config: Config | dict | str | Path, out: str | Path | None = None, *,
     return Trainer(config, out, quiet=quiet).fit(resume=resume)
 
 
-def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def _build_optimizer(model: nn.Module, cfg: Config,
+                     multipliers: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
     ocfg = cfg.optimizer
     cls = gopt.registry.get(ocfg.name, trainable=True).cls
     options = ocfg.options()
@@ -675,7 +689,8 @@ def _build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         raise UserError(f"optimizer {ocfg.name!r} has no option {unknown[0]!r}; accepted: "
                         f"lr, weight_decay, decay_norm_and_bias, {', '.join(accepted)}")
     groups = gopt.param_groups(model, weight_decay=ocfg.weight_decay,
-                               decay_norm_and_bias=ocfg.decay_norm_and_bias)
+                               decay_norm_and_bias=ocfg.decay_norm_and_bias,
+                               lr=ocfg.lr if multipliers else None, lr_multipliers=multipliers)
     for group in groups:
         group.pop("name")
     if isinstance(options.get("betas"), list):
