@@ -2,6 +2,7 @@
 
     gradwise train CONFIG.yaml [--set key.path=value ...] [--out runs/NAME] [--tensorboard]
     gradwise train --resume runs/NAME
+    gradwise train CONFIG.yaml --nproc 2  data-parallel (or: torchrun ... -m gradwise train ...)
     gradwise sanity CONFIG.yaml          overfit ~20 examples first (exit 1 if it cannot)
     gradwise lr-find CONFIG.yaml         the learning-rate range test
     gradwise report RUN_DIR              rebuild RUN_DIR/report.html
@@ -69,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
     train.add_argument("--tensorboard", action="store_true",
                        help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
+    train.add_argument("--nproc", type=int, metavar="N", help="train data-parallel on N local "
+                       "processes (torch.distributed; train.batch_size is the global batch)")
     train.set_defaults(run=_train)
 
     sanity = commands.add_parser(
@@ -169,8 +172,9 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from .config import load_config
     from .rundir import RunDir
-    from .train import Trainer
+    from .train import distributed
 
+    distributed.restart_as_resume(args)  # a job restarted by torchrun --max-restarts
     if args.resume:
         run_dir = Path(args.resume)
         saved = load_config(RunDir.open(run_dir).config_path)
@@ -187,11 +191,16 @@ def _train(args) -> int:
             raise UserError("give a CONFIG file (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else _fresh_run_dir(config.name or Path(args.config).stem)
-    trainer = Trainer(config, out, quiet=args.quiet, tensorboard=args.tensorboard)
+    if args.nproc is not None:
+        return distributed.launch_cli(args, config, out)
+    trainer = distributed.make_trainer(config, out, quiet=args.quiet,
+                                       tensorboard=args.tensorboard)
     args.interrupted = (f"interrupted; continue with: gradwise train --resume {out} (a run "
                         "stopped before its first checkpoint starts again from the beginning)")
     summary = trainer.fit(resume=bool(args.resume))
-    print(_summary_text(summary, out))
+    distributed.shutdown()
+    if distributed.rank() == 0:
+        print(_summary_text(summary, out))
     return 0
 
 

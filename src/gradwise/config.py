@@ -184,6 +184,17 @@ class AverageConfig(_Strict):
         return self.buffers or ("recompute" if self.swa is not None else "average")
 
 
+class DistributedConfig(_Strict):
+    """Data-parallel training on several processes (``torchrun`` or ``gradwise train --nproc``;
+    see :mod:`gradwise.train.distributed`); no effect in one process."""
+
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on CUDA, "
+                                                     "gloo on CPU")
+    zero: Bool = Field(False, description="shard the optimizer state across processes "
+                                          "(torch's ZeroRedundancyOptimizer)")
+    sync_bn: Bool = Field(False, description="batch norm over the global batch (CUDA only)")
+
+
 class Config(_Strict):
     name: str | None = None
     seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -198,6 +209,7 @@ class Config(_Strict):
         default_factory=dict, description="op name -> options; see gradwise.augment")
     evaluate: EvaluateConfig = EvaluateConfig()
     average: AverageConfig | None = Field(None, description="weight averaging (EMA or SWA)")
+    distributed: DistributedConfig | None = Field(None, description="data-parallel settings")
 
     @field_validator("data", mode="before")
     @classmethod
