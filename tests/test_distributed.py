@@ -6,7 +6,8 @@ With batch norm, dropout and augmentation the ranks must hold bit-identical weig
 the validation metrics must equal an independent evaluation of the final weights on the whole
 split (every example once: 173 validation examples do not split evenly), a run killed on one
 rank and resumed on 2 must equal an uninterrupted one bit for bit, and ZeroRedundancyOptimizer
-must give the plain run's weights.
+must give the plain run's weights (the batch-norm run uses it too, so that its sharded state
+goes through a checkpoint and a resume).
 
 Each ``launch`` starts 2 fresh Python processes (about 5 s of imports on a loaded 2-core
 machine); the process group times out after 60 s, and every test is bounded by an alarm, so a
@@ -50,7 +51,7 @@ BN = {"seed": 5, "data": DATA,
       "model": {"name": "mlp", "hidden": [32, 16], "batch_norm": True, "dropout": 0.2},
       "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
       "augment": {"crop": {"padding": 1}},
-      "average": {"ema": {"decay": 0.9}},
+      "average": {"ema": {"decay": 0.9}}, "distributed": {"zero": True},
       "train": {"epochs": 4, "batch_size": 32, "log_every": 3, "monitor_every": 5}}
 KILL_AFTER_EPOCH = 2
 WALL_CLOCK = {"wall_seconds", "samples_per_second"}

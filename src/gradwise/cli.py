@@ -193,7 +193,7 @@ def _train(args) -> int:
         out = Path(args.out) if args.out else _fresh_run_dir(config.name or Path(args.config).stem)
     if args.nproc is not None:
         return distributed.launch_cli(args, config, out)
-    trainer = distributed.make_trainer(config, out, quiet=args.quiet,
+    trainer = distributed.make_trainer(config, out, resume=bool(args.resume), quiet=args.quiet,
                                        tensorboard=args.tensorboard)
     args.interrupted = (f"interrupted; continue with: gradwise train --resume {out} (a run "
                         "stopped before its first checkpoint starts again from the beginning)")

@@ -13,6 +13,7 @@ A config names the data, the model, the optimizer, the schedule and the training
     augment: {translate: {max_shift: 3}, mixup: {alpha: 0.2}}
     evaluate: {samples: 1, tta_flip: false, tta_shift: 0}
     average: {ema: {decay: 0.999}}  # or {swa: {start_epoch: 40, lr: 0.01}}; null: none
+    distributed: {zero: false}     # several processes: backend, zero, sync_bn
 
 Model, optimizer and schedule options beyond ``name`` pass through to
 :func:`gradwise.nn.build_model`, the optimizer class and

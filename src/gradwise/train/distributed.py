@@ -138,16 +138,22 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def make_trainer(config: Config | dict | str | Path, out: str | Path | None = None,
-                 **options: Any) -> Trainer:
+def make_trainer(config: Config | dict | str | Path, out: str | Path | None = None, *,
+                 resume: bool = False, **options: Any) -> Trainer:
     """The Trainer of this process: a :class:`DistributedTrainer` inside a job of several
-    processes, a plain :class:`~gradwise.train.Trainer` otherwise."""
+    processes, a plain :class:`~gradwise.train.Trainer` otherwise (which, to ``resume`` a run
+    trained on several processes, says what changes)."""
     config = load_config(config)
     world = world_size()
     check(config, world)
     if world > 1:
         return DistributedTrainer(config, out, **options)
-    return Trainer(config, out, **options)
+    trainer = Trainer(config, out, **options)
+    if resume and out is not None and RunDir(out).checkpoint_path("last").is_file():
+        change = resume_change(saved_world_size(RunDir(out)), 1, config.train.batch_size)
+        if change and not trainer.quiet:
+            trainer.progress.message(change)
+    return trainer
 
 
 def resume_change(saved: int, now: int, batch_size: int) -> str | None:
@@ -462,7 +468,7 @@ def launch(entrypoint: Callable[..., Any] | str, nproc: int, *args: Any,
             code = failure.exitcode
             how = (f"was killed by {failure.signal_name()}" if code < 0
                    else f"exited with status {code}")
-            if failure.error_file_data:  # a Python exception in a launched function
+            if code > 0 and failure.error_file_data:  # a Python exception in a function
                 message = failure.message
                 how += f" ({message.get('message') if isinstance(message, dict) else message})"
             raise RankFailed(f"rank {failed} (pid {failure.pid}) {how}; the other processes "
