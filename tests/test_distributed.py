@@ -16,6 +16,7 @@ hang fails instead of blocking the suite.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from gradwise import cli
 from gradwise.config import load_config
 from gradwise.data import load_data
+from gradwise.errors import UserError
 from gradwise.nn import build_model
 from gradwise.train import Trainer
 from gradwise.train import distributed as gdist
@@ -256,3 +258,31 @@ def test_resume_change_says_what_changes():
     text = gdist.resume_change(2, 4, 64)
     assert text is not None and "16 examples instead of 32" in text
     assert "train.batch_size=64" in text and "not bit-identical" in text
+
+
+def test_a_job_restarted_by_torchrun_resumes_its_run(tmp_path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({**PLAIN, "train": {**PLAIN["train"], "epochs": 1}}))
+    out = tmp_path / "run"
+    Trainer(load_config(config), out, quiet=True).fit()
+
+    def args(**given):
+        fields = {"config": str(config), "overrides": [], "out": str(out), "resume": None,
+                  "nproc": None, **given}
+        return argparse.Namespace(**fields)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    first = args()
+    gdist.restart_as_resume(first)  # the first attempt starts the run as given
+    assert first.resume is None and first.out == str(out)
+    with pytest.raises(UserError, match="needs a fixed run directory: give --out"):
+        gdist.restart_as_resume(args(out=None))
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    restarted = args()
+    gdist.restart_as_resume(restarted)  # a restart continues it
+    assert (restarted.resume, restarted.config, restarted.out) == (str(out), None, None)
+    other = args(overrides=["optimizer.lr=0.5"])
+    gdist.restart_as_resume(other)  # not this config's run: left to refuse the folder
+    assert other.resume is None
