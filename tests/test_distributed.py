@@ -239,6 +239,9 @@ def test_cli_nproc_trains_with_rank_0_writing(tmp_path, capfd):
     (["--nproc", "2", "--set", "distributed.sync_bn=true"],
      "distributed.sync_bn: true needs CUDA"),
     (["--nproc", "2", "--set", "optimizer.name=lbfgs"], "full-batch training"),
+    (["--nproc", "4", "--set", "train.batch_size=20"],
+     "the last batch of each epoch holds 1 example (201 training examples, "
+     "train.batch_size=20), fewer than the 4 processes"),
 ])
 def test_bad_distributed_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
     if torch.cuda.is_available() and ("nccl" in str(args) or "sync_bn" in str(args)):

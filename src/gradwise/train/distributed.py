@@ -206,11 +206,7 @@ class DistributedTrainer(Trainer):
                          sinks=sinks if main else (), tensorboard=tensorboard and main)
         cfg, world = self.config, self.world_size
         self.settings = cfg.distributed or DistributedConfig()
-        n, size = len(self.data.x_train), cfg.train.batch_size
-        if 0 < n % size < world:
-            raise UserError(f"the last batch of each epoch holds {n % size} examples ({n} "
-                            f"training examples, train.batch_size={size}), fewer than the "
-                            f"{world} processes; change train.batch_size or data.train_size")
+        _check_last_batch(len(self.data.x_train), cfg.train.batch_size, world)
         self._comm = self.device if backend(cfg) == "nccl" else torch.device("cpu")
         if self.settings.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -407,6 +403,15 @@ def _zero(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return ZeroRedundancyOptimizer(groups, optimizer_class=type(optimizer), **defaults)
 
 
+def _check_last_batch(n: int, size: int, world: int) -> None:
+    """Every process needs at least one example of the last, short batch of an epoch."""
+    last = n % size
+    if 0 < last < world:
+        raise UserError(f"the last batch of each epoch holds {last} example{'s' * (last > 1)} "
+                        f"({n} training examples, train.batch_size={size}), fewer than the "
+                        f"{world} processes; change train.batch_size or data.train_size")
+
+
 def _rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s global random stream (rank 0 keeps ``seed``)."""
     return seed * 2**20 + rank
@@ -502,7 +507,6 @@ def launch_cli(args: argparse.Namespace, config: Config, out: Path) -> int:
     or written on bad input), then run ``gradwise train`` on N local processes with ``out``
     fixed; the exit status of the job (a dead rank: 1, with a message naming it)."""
     from .. import _checks
-    from .trainer import check as check_trainer
 
     nproc = _checks.integer("--nproc", args.nproc, 1, maximum=MAX_NPROC)
     check(config, nproc)
@@ -513,7 +517,10 @@ def launch_cli(args: argparse.Namespace, config: Config, out: Path) -> int:
                             "(train.checkpoint: false); there is nothing to resume")
         argv = ["train", "--resume", str(out)]
     else:
-        check_trainer(config)
+        with torch.random.fork_rng(devices=[]):  # what the Trainer checks, and the data size
+            probe = Trainer(config, out=None, quiet=True)
+        _check_last_batch(len(probe.data.x_train), config.train.batch_size, nproc)
+        del probe
         claim(out, "run", create=False)
         if RunDir(out).started():
             raise UserError(f"run directory {str(out)!r} already holds a run; continue it with "
