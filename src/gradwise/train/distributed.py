@@ -36,6 +36,7 @@ import argparse
 import inspect
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -456,6 +457,7 @@ def launch(entrypoint: Callable[..., Any] | str, nproc: int, *args: Any,
     rank's result. A process that fails or dies ends the job: the others are stopped and
     :class:`RankFailed` names it. ``timeout``: how long the processes may take to meet.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -468,6 +470,10 @@ def launch(entrypoint: Callable[..., Any] | str, nproc: int, *args: Any,
     with _quiet_launcher():
         try:
             return elastic_launch(config, entrypoint)(*args)
+        except SignalException as exc:  # the launcher stopped the processes on its way out
+            if exc.sigval == signal.SIGINT:
+                raise KeyboardInterrupt from None
+            raise
         except ChildFailedError as exc:
             failed, failure = exc.get_first_failure()
             code = failure.exitcode
@@ -528,6 +534,9 @@ def launch_cli(args: argparse.Namespace, config: Config, out: Path) -> int:
         argv = ["train", args.config, *[f"--set={item}" for item in args.overrides],
                 "--out", str(out)]
     argv += ["--quiet"] * args.quiet + ["--tensorboard"] * args.tensorboard
+    args.interrupted = (f"interrupted; continue with: gradwise train --resume {out} --nproc "
+                        f"{nproc} (a run stopped before its first checkpoint starts again from "
+                        "the beginning)")
     # each process gets an equal share of the cores unless the user chose
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
