@@ -4,6 +4,7 @@
     gradwise train --resume runs/NAME
     gradwise train CONFIG.yaml --seeds 0-4 [--workers N]   one run per seed (a seed group)
     gradwise ensemble RUN_DIR|GROUP...   the runs' averaged and voted test accuracy
+    gradwise train CONFIG.yaml --nproc 2  data-parallel (or: torchrun ... -m gradwise train ...)
     gradwise sanity CONFIG.yaml          overfit ~20 examples first (exit 1 if it cannot)
     gradwise lr-find CONFIG.yaml         the learning-rate range test
     gradwise report RUN_DIR              rebuild RUN_DIR/report.html
@@ -75,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
     train.add_argument("--tensorboard", action="store_true",
                        help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
+    train.add_argument("--nproc", type=int, metavar="N", help="train data-parallel on N local "
+                       "processes (torch.distributed; train.batch_size is the global batch)")
     train.set_defaults(run=_train)
 
     sanity = commands.add_parser(
@@ -190,12 +193,16 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from .config import load_config
     from .rundir import RunDir
-    from .train import Trainer, seeds
+    from .train import distributed, seeds
 
     if args.seeds is not None or (args.resume and seeds.is_group(args.resume)):
+        if args.nproc is not None:
+            raise UserError("--nproc trains one run on several processes; a seed group trains "
+                            "its runs in processes of their own (--workers): give one of them")
         return _train_seeds(args)
     if args.workers != 1:
         raise UserError("--workers trains several seeds at once; it needs --seeds")
+    distributed.restart_as_resume(args)  # a job restarted by torchrun --max-restarts
     if args.resume:
         run_dir = Path(args.resume)
         saved = load_config(RunDir.open(run_dir).config_path)
@@ -212,11 +219,16 @@ def _train(args) -> int:
             raise UserError("give a CONFIG file (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else _fresh_run_dir(config.name or Path(args.config).stem)
-    trainer = Trainer(config, out, quiet=args.quiet, tensorboard=args.tensorboard)
+    if args.nproc is not None:
+        return distributed.launch_cli(args, config, out)
+    trainer = distributed.make_trainer(config, out, resume=bool(args.resume), quiet=args.quiet,
+                                       tensorboard=args.tensorboard)
     args.interrupted = (f"interrupted; continue with: gradwise train --resume {out} (a run "
                         "stopped before its first checkpoint starts again from the beginning)")
     summary = trainer.fit(resume=bool(args.resume))
-    print(_summary_text(summary, out))
+    distributed.shutdown()
+    if distributed.rank() == 0:
+        print(_summary_text(summary, out))
     return 0
 
 

@@ -14,6 +14,7 @@ A config names the data, the model, the optimizer, the schedule and the training
     evaluate: {samples: 1, tta_flip: false, tta_shift: 0}
     average: {ema: {decay: 0.999}}  # or {swa: {start_epoch: 40, lr: 0.01}}; null: none
     transfer: {freeze: backbone}   # with model.init: PATH; see TransferConfig
+    distributed: {zero: false}     # several processes: backend, zero, sync_bn
 
 Model, optimizer and schedule options beyond ``name`` pass through to
 :func:`gradwise.nn.build_model`, the optimizer class and
@@ -313,6 +314,17 @@ class TransferConfig(_Strict):
         return self
 
 
+class DistributedConfig(_Strict):
+    """Data-parallel training on several processes (``torchrun`` or ``gradwise train --nproc``;
+    see :mod:`gradwise.train.distributed`); no effect in one process."""
+
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on CUDA, "
+                                                     "gloo on CPU")
+    zero: Bool = Field(False, description="shard the optimizer state across processes "
+                                          "(torch's ZeroRedundancyOptimizer)")
+    sync_bn: Bool = Field(False, description="batch norm over the global batch (CUDA only)")
+
+
 class Config(_Strict):
     name: str | None = None
     seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -331,6 +343,7 @@ class Config(_Strict):
     transfer: TransferConfig | None = Field(None, description="freezing, learning-rate "
                                             "multipliers, LP-FT or strategy: auto for "
                                             "pretrained weights")
+    distributed: DistributedConfig | None = Field(None, description="data-parallel settings")
 
     @field_validator("data", mode="before")
     @classmethod

@@ -137,6 +137,8 @@ class Trainer:
         self.sinks = list(sinks)
         self.tensorboard = tensorboard and self.out is not None  # opened with the run dir
         self._last_val: tuple[float, float] | None = None  # of the current weights
+        #: What a training step calls (distributed training wraps the model in DDP).
+        self.train_model: nn.Module = self.model
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class Trainer:
         for b, (x, y, target) in enumerate(batches):
             measuring = self.monitor.begin(self.step + 1)
             with self._autocast():
-                logits = self.model(self._layout(x))
+                logits = self.train_model(self._layout(x))
             loss = self._loss(logits, target)
             self.optimizer.zero_grad(set_to_none=True)
             self._with_penalty(loss).backward()
@@ -265,16 +267,25 @@ class Trainer:
         order = torch.randperm(len(data.x_train),
                                generator=_epoch_generator(self.config.seed, epoch))
         order = order.to(self.device)
-        augment_rng = (_epoch_generator(self.config.seed, epoch, self.device, stream=1)
+        augment_rng = (_epoch_generator(self.config.seed, epoch, self.device,
+                                        stream=self.augment_stream)
                        if self.augment is not None else None)
         for b in range(self.steps_per_epoch):
-            idx = order[b * size:(b + 1) * size]
+            idx = self._shard(order[b * size:(b + 1) * size])
             x, y = data.x_train[idx], data.y_train[idx]
             if self.augment is not None and augment_rng is not None:
                 x, target = self.augment(x, y, augment_rng)
                 yield x, y, target
             else:
                 yield x, y, y
+
+    #: The augmentation stream of :func:`_epoch_generator` (in distributed training, one per rank).
+    augment_stream = 1
+
+    def _shard(self, idx: Tensor) -> Tensor:
+        """This process's part of a batch's indices: all of them (distributed training keeps
+        a slice)."""
+        return idx
 
     def _full_batch_epoch(self) -> tuple[float, float]:
         """One optimizer step on the whole training set: no shuffling, no dropout (L-BFGS)."""
