@@ -181,6 +181,8 @@ def table(results: dict, args: argparse.Namespace) -> str:
                 if column == "auto":
                     picks = sorted({r["auto"] for r in found})
                     chose = ", ".join(picks)
+            if all(c == "-" for c in cells):
+                continue  # a size the target cannot give
             lines.append(f"| {TARGETS[target][0]} | {per_class} | {' | '.join(cells)} | "
                          f"{chose} |")
     return "\n".join(lines)
