@@ -92,7 +92,7 @@ def test_the_reinitialised_head_has_the_zoos_initialisation(pretrained):
     zoo = build_model("convnet", (1, 8, 8), 5, channels=[8, 16])
     assert torch.equal(trainer.model.head.weight, zoo.head.weight)
     assert torch.equal(trainer.model.head.bias, torch.zeros(5))
-    assert float(zoo.head.weight.std()) == pytest.approx(0.01, rel=0.3)  # N(0, 0.01^2)
+    assert float(zoo.head.weight.detach().std()) == pytest.approx(0.01, rel=0.3)  # N(0, 0.01^2)
     # head: keep takes the pretrained head: same class count (5)
     kept = Trainer(target(pretrained, {"freeze": "backbone", "head": "keep"}), quiet=True)
     assert torch.equal(kept.model.head.weight, source_state(pretrained)["head.weight"])
@@ -187,6 +187,26 @@ def test_resume_with_lp_ft_equals_an_uninterrupted_run(pretrained, tmp_path, mon
     assert str(a["optimizer"]) == str(b["optimizer"])
 
 
+def test_a_grey_three_channel_target_gets_the_adapted_first_conv(pretrained, tmp_path):
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    grey = np.repeat((x / 16).reshape(-1, 1, 8, 8), 3, axis=1).astype(np.float32)
+    np.savez(tmp_path / "rgb.npz", x_train=grey[:1400], y_train=y[:1400], x_test=grey[1400:],
+             y_test=y[1400:])
+    config = {"seed": 0, "data": {"source": f"npz:{tmp_path / 'rgb.npz'}", "normalize": False},
+              "model": {**MODEL, "init": str(pretrained)}, "transfer": {"freeze": "backbone"},
+              "train": {"epochs": 1}}
+    trainer = Trainer(config, quiet=True)
+    assert trainer.finetune.report["adapted"] == ["features.0.weight"]
+    source = build_model("convnet", (1, 8, 8), 5, channels=[8, 16])
+    source.load_state_dict(source_state(pretrained))
+    model = trainer.model.eval()
+    batch = trainer.data.x_test[:16]  # three equal channels
+    # the features (the head has 10 classes here, 5 there) equal those of the grey image
+    torch.testing.assert_close(model.features(batch), source.eval().features(batch[:, :1]),
+                               rtol=1e-4, atol=1e-5)
+
+
 # -- strategy: auto --------------------------------------------------------------------------
 
 def test_auto_on_tiny_similar_data_chooses_the_linear_probe(pretrained, capsys):
@@ -203,6 +223,8 @@ def test_auto_on_tiny_similar_data_chooses_the_linear_probe(pretrained, capsys):
     summary = trainer.fit()
     printed = capsys.readouterr().err
     assert "[linear_probe]" in printed and "linear probe" in printed and "reason:" in printed
+    assert f"weights from {pretrained}: loaded 24 tensors" in printed
+    assert "reinitialised: head.weight, head.bias" in printed
     assert summary["transfer"]["strategy"]["action"] == "linear_probe"
 
 
