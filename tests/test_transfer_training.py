@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -377,3 +378,16 @@ def test_bad_transfer_input_exits_2_and_writes_nothing(pretrained, tmp_path, cap
         assert len(err.strip().splitlines()) <= 3, err
         assert re.search(message, err), (message, err)
         assert "Traceback" not in err
+
+
+def test_the_readme_transfer_examples_run_as_printed(tmp_path, monkeypatch, capsys):
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(examples / "transfer-pretrain-digits.yaml"), "--out",
+                 "runs/digits-0-4", "--quiet"]) == 0
+    assert main(["train", str(examples / "transfer-digits.yaml"), "--out", "runs/digits-5-9",
+                 "--quiet"]) == 0
+    summary = json.loads((tmp_path / "runs" / "digits-5-9" / "summary.json").read_text())
+    assert summary["transfer"]["source"] == "runs/digits-0-4"
+    assert summary["transfer"]["strategy"]["examples_per_class"] == 20
+    assert "transfer" in (tmp_path / "runs" / "digits-5-9" / "report.html").read_text()
