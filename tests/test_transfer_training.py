@@ -391,3 +391,73 @@ def test_the_readme_transfer_examples_run_as_printed(tmp_path, monkeypatch, caps
     assert summary["transfer"]["source"] == "runs/digits-0-4"
     assert summary["transfer"]["strategy"]["examples_per_class"] == 20
     assert "transfer" in (tmp_path / "runs" / "digits-5-9" / "report.html").read_text()
+
+
+def test_the_torchvision_path_against_a_stand_in_package(tmp_path, monkeypatch):
+    """Where torchvision is absent: the same code path (names, the cache file, the first conv
+    rebuilt, weights adapted and the head re-initialised) on a stand-in with torchvision's
+    calls (list_models, get_model, get_model_weights, a weights enum with a url)."""
+    import enum
+    import sys
+    import types
+
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(4)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.pool(torch.relu(self.bn1(self.conv1(x)))).flatten(1))
+
+    class TinyWeights(enum.Enum):
+        IMAGENET1K_V1 = "https://example.org/tiny-0123abcd.pth"
+        DEFAULT = "https://example.org/tiny-0123abcd.pth"  # an alias, as in torchvision
+
+        @property
+        def url(self) -> str:
+            return self.value
+
+    models = types.ModuleType("torchvision.models")
+    models.list_models = lambda: ["tiny"]
+    models.get_model = lambda arch, weights=None, num_classes=1000: Tiny(num_classes)
+    models.get_model_weights = lambda arch: TinyWeights
+    package = types.ModuleType("torchvision")
+    package.models = models
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    config = {"seed": 0, "data": {"source": "digits", "classes": [0, 1, 2, 3, 4, 5, 6],
+                                  "per_class": 4},
+              "model": {"name": "torchvision:tiny", "weights": "DEFAULT"},
+              "transfer": {"freeze": "backbone"},
+              "optimizer": {"name": "sgd", "lr": 0.1},
+              "train": {"epochs": 1, "batch_size": 28, "max_steps": 1, "monitor_every": 0}}
+    cache = tmp_path / "torch" / "hub" / "checkpoints" / "tiny-0123abcd.pth"
+    with pytest.raises(UserError) as missing:
+        Trainer(config, quiet=True)
+    assert f"{cache} is missing" in str(missing.value)
+    assert "get_model('tiny', weights='DEFAULT')" in str(missing.value)
+    with pytest.raises(UserError, match="has no weights 'IMAGENET9K'; accepted: DEFAULT, "
+                                        "IMAGENET1K_V1"):
+        Trainer(config | {"model": {"name": "torchvision:tiny", "weights": "IMAGENET9K"}},
+                quiet=True)
+    with pytest.raises(UserError, match="torchvision has no model 'huge'"):
+        build_model("torchvision:huge", (3, 8, 8), 7)
+    cache.parent.mkdir(parents=True)
+    saved = Tiny().state_dict()
+    _io.save(cache, saved)
+    trainer = Trainer(config, quiet=True)
+    assert trainer.model.conv1.in_channels == 1  # rebuilt for grey digits
+    report = trainer.finetune.report
+    assert report["adapted"] == ["conv1.weight"]
+    assert report["reinitialised"] == ["fc.weight", "fc.bias"]
+    torch.testing.assert_close(trainer.model.conv1.weight, saved["conv1.weight"].sum(1, True))
+    assert trainer.fit()["steps"] == 1
+    assert torch.equal(trainer.model.conv1.weight.detach(),
+                       saved["conv1.weight"].sum(1, True))  # frozen
