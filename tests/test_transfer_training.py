@@ -390,7 +390,11 @@ def test_the_readme_transfer_examples_run_as_printed(tmp_path, monkeypatch, caps
     summary = json.loads((tmp_path / "runs" / "digits-5-9" / "summary.json").read_text())
     assert summary["transfer"]["source"] == "runs/digits-0-4"
     assert summary["transfer"]["strategy"]["examples_per_class"] == 20
-    assert "transfer" in (tmp_path / "runs" / "digits-5-9" / "report.html").read_text()
+    page = (tmp_path / "runs" / "digits-5-9" / "report.html").read_text()
+    section = page[page.index('<section id="transfer">'):]
+    section = section[:section.index("</section>")]
+    assert "runs/digits-0-4" in section and "head.weight, head.bias" in section
+    assert f"[{summary['transfer']['strategy']['action']}]" in section  # the chosen cell
 
 
 def test_the_torchvision_path_against_a_stand_in_package(tmp_path, monkeypatch):
