@@ -20,6 +20,9 @@ from gradwise.transfer import (
     discriminative_groups,
     freeze,
     load_weights,
+    lr_multipliers,
+    measure,
+    probe_accuracy,
     strategy,
     unfreeze,
 )
@@ -327,3 +330,62 @@ def test_the_threshold_and_bad_strategy_input():
         strategy(0, True)
     with pytest.raises(UserError, match="similar='yes' is invalid"):
         strategy(10, "yes")  # type: ignore[arg-type]
+
+
+# -- head="reinit", lr_multipliers, probes -------------------------------------------------------
+
+def test_head_reinit_keeps_the_models_own_head_even_where_the_shape_matches():
+    source = _trained().state_dict()
+    model = _fresh(classes=10)
+    own = model.head.weight.detach().clone()
+    report = load_weights(model, source, head="reinit")
+    assert report["reinitialised"] == ["head.weight", "head.bias"]
+    assert torch.equal(model.head.weight, own)
+    assert torch.equal(model.features[0].weight, source["features.0.weight"])
+    with pytest.raises(UserError, match="head='new' is invalid"):
+        load_weights(model, source, head="new")
+
+
+def test_lr_multipliers_decay_geometrically_over_the_trainable_blocks():
+    model = _fresh()
+    freeze(model, trainable=3)  # features.3, features.7, features.10 and the head
+    f = lr_multipliers(model, 0.2, factor=4)
+    assert f("head.weight") == 1.0
+    assert f("features.10.weight") == pytest.approx(0.2)
+    assert f("features.11.bias") == pytest.approx(0.2)  # its BN
+    assert f("features.7.weight") == pytest.approx(0.2 / 2)  # 0.2 / 4 ** (1/2)
+    assert f("features.3.weight") == pytest.approx(0.2 / 4)
+    assert lr_multipliers(model, 0.1)("features.3.weight") == pytest.approx(0.1)
+    with pytest.raises(UserError, match="lr_mult"):
+        lr_multipliers(model, 0)
+
+
+def test_the_probe_matches_a_logistic_regression_of_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+    x, y = _digits(600)
+    flat = x.flatten(1)
+    mine = probe_accuracy(flat[:400], y[:400], flat[400:], y[400:], l2=1e-2, steps=500)
+    mean, std = flat[:400].mean(0), flat[:400].std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    scaled = ((flat - mean) / std).numpy()
+    # sklearn minimises C * sum(CE) + |W|^2 / 2, ours mean(CE) + l2 / 2 |W|^2: C = 1 / (l2 n)
+    theirs = LogisticRegression(C=1 / (1e-2 * 400), max_iter=5000).fit(
+        scaled[:400], y[:400].numpy()).score(scaled[400:], y[400:].numpy())
+    assert mine == pytest.approx(theirs, abs=0.02)
+    assert mine > 0.8
+
+
+def test_measure_compares_pretrained_and_random_features_and_leaves_the_rng_alone():
+    x, y = _digits(300)
+    trained, random_init = _trained(), _fresh(seed=7)
+    state = torch.get_rng_state()
+    result = measure(trained, random_init, x, y, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert result == measure(trained, random_init, x, y, seed=0)  # deterministic
+    err_p = 1 - result["probe_accuracy_pretrained"]
+    err_r = 1 - result["probe_accuracy_random"]
+    assert result["error_removed"] == pytest.approx((err_r - err_p) / err_r)
+    assert result["similar"] == (result["error_removed"] >= 0.25)
+    assert result["examples_per_class"] == int(y.bincount().min())
+    same = measure(random_init, random_init, x, y)
+    assert same["error_removed"] == 0 and not same["similar"]

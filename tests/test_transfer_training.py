@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_the_reinitialised_head_has_the_zoos_initialisation(pretrained):
     zoo = build_model("convnet", (1, 8, 8), 5, channels=[8, 16])
     assert torch.equal(trainer.model.head.weight, zoo.head.weight)
     assert torch.equal(trainer.model.head.bias, torch.zeros(5))
-    assert float(zoo.head.weight.std()) == pytest.approx(0.01, rel=0.3)  # N(0, 0.01^2)
+    assert float(zoo.head.weight.detach().std()) == pytest.approx(0.01, rel=0.3)  # N(0, 0.01^2)
     # head: keep takes the pretrained head: same class count (5)
     kept = Trainer(target(pretrained, {"freeze": "backbone", "head": "keep"}), quiet=True)
     assert torch.equal(kept.model.head.weight, source_state(pretrained)["head.weight"])
@@ -187,6 +188,26 @@ def test_resume_with_lp_ft_equals_an_uninterrupted_run(pretrained, tmp_path, mon
     assert str(a["optimizer"]) == str(b["optimizer"])
 
 
+def test_a_grey_three_channel_target_gets_the_adapted_first_conv(pretrained, tmp_path):
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    grey = np.repeat((x / 16).reshape(-1, 1, 8, 8), 3, axis=1).astype(np.float32)
+    np.savez(tmp_path / "rgb.npz", x_train=grey[:1400], y_train=y[:1400], x_test=grey[1400:],
+             y_test=y[1400:])
+    config = {"seed": 0, "data": {"source": f"npz:{tmp_path / 'rgb.npz'}", "normalize": False},
+              "model": {**MODEL, "init": str(pretrained)}, "transfer": {"freeze": "backbone"},
+              "train": {"epochs": 1}}
+    trainer = Trainer(config, quiet=True)
+    assert trainer.finetune.report["adapted"] == ["features.0.weight"]
+    source = build_model("convnet", (1, 8, 8), 5, channels=[8, 16])
+    source.load_state_dict(source_state(pretrained))
+    model = trainer.model.eval()
+    batch = trainer.data.x_test[:16]  # three equal channels
+    # the features (the head has 10 classes here, 5 there) equal those of the grey image
+    torch.testing.assert_close(model.features(batch), source.eval().features(batch[:, :1]),
+                               rtol=1e-4, atol=1e-5)
+
+
 # -- strategy: auto --------------------------------------------------------------------------
 
 def test_auto_on_tiny_similar_data_chooses_the_linear_probe(pretrained, capsys):
@@ -203,6 +224,8 @@ def test_auto_on_tiny_similar_data_chooses_the_linear_probe(pretrained, capsys):
     summary = trainer.fit()
     printed = capsys.readouterr().err
     assert "[linear_probe]" in printed and "linear probe" in printed and "reason:" in printed
+    assert f"weights from {pretrained}: loaded 24 tensors" in printed
+    assert "reinitialised: head.weight, head.bias" in printed
     assert summary["transfer"]["strategy"]["action"] == "linear_probe"
 
 
@@ -355,3 +378,90 @@ def test_bad_transfer_input_exits_2_and_writes_nothing(pretrained, tmp_path, cap
         assert len(err.strip().splitlines()) <= 3, err
         assert re.search(message, err), (message, err)
         assert "Traceback" not in err
+
+
+def test_the_readme_transfer_examples_run_as_printed(tmp_path, monkeypatch, capsys):
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(examples / "transfer-pretrain-digits.yaml"), "--out",
+                 "runs/digits-0-4", "--quiet"]) == 0
+    assert main(["train", str(examples / "transfer-digits.yaml"), "--out", "runs/digits-5-9",
+                 "--quiet"]) == 0
+    summary = json.loads((tmp_path / "runs" / "digits-5-9" / "summary.json").read_text())
+    assert summary["transfer"]["source"] == "runs/digits-0-4"
+    assert summary["transfer"]["strategy"]["examples_per_class"] == 20
+    page = (tmp_path / "runs" / "digits-5-9" / "report.html").read_text()
+    section = page[page.index('<section id="transfer">'):]
+    section = section[:section.index("</section>")]
+    assert "runs/digits-0-4" in section and "head.weight, head.bias" in section
+    assert f"[{summary['transfer']['strategy']['action']}]" in section  # the chosen cell
+
+
+def test_the_torchvision_path_against_a_stand_in_package(tmp_path, monkeypatch):
+    """Where torchvision is absent: the same code path (names, the cache file, the first conv
+    rebuilt, weights adapted and the head re-initialised) on a stand-in with torchvision's
+    calls (list_models, get_model, get_model_weights, a weights enum with a url)."""
+    import enum
+    import sys
+    import types
+
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(4)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.pool(torch.relu(self.bn1(self.conv1(x)))).flatten(1))
+
+    class TinyWeights(enum.Enum):
+        IMAGENET1K_V1 = "https://example.org/tiny-0123abcd.pth"
+        DEFAULT = "https://example.org/tiny-0123abcd.pth"  # an alias, as in torchvision
+
+        @property
+        def url(self) -> str:
+            return self.value
+
+    models = types.ModuleType("torchvision.models")
+    models.list_models = lambda: ["tiny"]
+    models.get_model = lambda arch, weights=None, num_classes=1000: Tiny(num_classes)
+    models.get_model_weights = lambda arch: TinyWeights
+    package = types.ModuleType("torchvision")
+    package.models = models
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    config = {"seed": 0, "data": {"source": "digits", "classes": [0, 1, 2, 3, 4, 5, 6],
+                                  "per_class": 4},
+              "model": {"name": "torchvision:tiny", "weights": "DEFAULT"},
+              "transfer": {"freeze": "backbone"},
+              "optimizer": {"name": "sgd", "lr": 0.1},
+              "train": {"epochs": 1, "batch_size": 28, "max_steps": 1, "monitor_every": 0}}
+    cache = tmp_path / "torch" / "hub" / "checkpoints" / "tiny-0123abcd.pth"
+    with pytest.raises(UserError) as missing:
+        Trainer(config, quiet=True)
+    assert f"{cache} is missing" in str(missing.value)
+    assert "get_model('tiny', weights='DEFAULT')" in str(missing.value)
+    with pytest.raises(UserError, match="has no weights 'IMAGENET9K'; accepted: DEFAULT, "
+                                        "IMAGENET1K_V1"):
+        Trainer(config | {"model": {"name": "torchvision:tiny", "weights": "IMAGENET9K"}},
+                quiet=True)
+    with pytest.raises(UserError, match="torchvision has no model 'huge'"):
+        build_model("torchvision:huge", (3, 8, 8), 7)
+    cache.parent.mkdir(parents=True)
+    saved = Tiny().state_dict()
+    _io.save(cache, saved)
+    trainer = Trainer(config, quiet=True)
+    assert trainer.model.conv1.in_channels == 1  # rebuilt for grey digits
+    report = trainer.finetune.report
+    assert report["adapted"] == ["conv1.weight"]
+    assert report["reinitialised"] == ["fc.weight", "fc.bias"]
+    torch.testing.assert_close(trainer.model.conv1.weight, saved["conv1.weight"].sum(1, True))
+    assert trainer.fit()["steps"] == 1
+    assert torch.equal(trainer.model.conv1.weight.detach(),
+                       saved["conv1.weight"].sum(1, True))  # frozen

@@ -142,7 +142,8 @@ def _timm_file(timm: Any, arch: str, weights: str) -> tuple[Path, str]:
     """Where timm keeps ``weights`` of ``arch``: the Hugging Face hub cache, or torch.hub's."""
     full = arch if weights == "DEFAULT" else f"{arch}.{weights}"
     try:
-        cfg = timm.models.get_pretrained_cfg(full)
+        lookup = getattr(timm, "get_pretrained_cfg", None) or timm.models.get_pretrained_cfg
+        cfg = lookup(full)
     except (RuntimeError, ValueError, KeyError):
         cfg = None
     if cfg is None:
@@ -158,7 +159,8 @@ def _timm_file(timm: Any, arch: str, weights: str) -> tuple[Path, str]:
         folder = home / f"models--{repo.replace('/', '--')}"
         snapshots = sorted((folder / "snapshots").glob("*/")) if folder.is_dir() else []
         for snapshot in snapshots:
-            for file in ("model.safetensors", "pytorch_model.bin"):
+            for file in (cfg.get("hf_hub_filename") or "model.safetensors",
+                         "model.safetensors", "pytorch_model.bin"):
                 if (snapshot / file).is_file():
                     return snapshot / file, fill
         return folder / "snapshots" / "REVISION" / "model.safetensors", fill

@@ -60,7 +60,7 @@ def describe_model(config: dict) -> str:
     if not model:
         return "—"
     options = [f"{k.replace('_', ' ')} {_fmt_option(v)}" for k, v in model.items()
-               if k != "name"]
+               if k != "name" and v is not None]  # (init: null, weights: null: none given)
     return str(model.get("name", "?")) + (f" ({', '.join(options)})" if options else "")
 
 
