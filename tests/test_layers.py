@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gradwise"
 #: (and itself). Parts of one layer do not import each other.
 LAYERS: list[set[str]] = [
     {"gradwise", "errors"},                          # the package root holds __version__ only
-    {"_checks", "_io"},                               # value checks, atomic files
+    {"_checks", "_io", "_processes"},                 # value checks, atomic files, workers
     {"optim", "schedules", "augment", "data", "rundir", "ensemble"},
     {"nn", "config"},                                 # nn uses augment; config reads optim
     {"report", "transfer"},                           # pages read runs; weights, freezing
