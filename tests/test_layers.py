@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"train"},                                        # the Trainer writes runs and reports
     {"search", "lab"},                                # built on the Trainer / the optimizers
     {"cli"},
+    {"__main__"},                                     # python -m gradwise
 ]
 
 
