@@ -45,6 +45,7 @@ KINDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "lr-find": (("lr_find.json",),),
     "lab": (("runs.json", "table.csv"),),
     "lab-gallery": (("tables.md", "taco"),),
+    "recipe": (("recipe.json", "phases.json"),),
 }
 _MARKER_MAX_BYTES = 4096
 

@@ -17,7 +17,13 @@
   its result and goes on; a trial whose worker died before its first heartbeat gets one from a
   worker that has watched it for ``grace + heartbeat`` seconds (:meth:`Worker.watch`);
 * a stage is over when ``trials`` trials have finished (COMPLETE or PRUNED) and none is
-  running or waiting.
+  running or waiting, or, for a worker given a ``deadline`` (a time budget), once that time
+  has come: it starts no trial after it, and stops its running trial at the end of the epoch
+  that a further epoch would carry past it (the trial is told PRUNED, its ``stop_reason``
+  says why);
+* a fresh trial's draw is seeded by its *slot* (the number of live trials before it), not by
+  its trial number, so a trial re-run after a crash leaves the draws of the trials after it
+  as an uninterrupted search makes them.
 
 A worker runs the ranges, epochs and trial count of its own config's plan
 (:meth:`gradwise.search.Search.plan`); a value the storage holds for a trial (an enqueued
@@ -57,6 +63,12 @@ def holds_slot(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.user_attrs.get("surplus"):
         return False
     return trial.state != TrialState.FAIL or "error" in trial.user_attrs
+
+
+def slot(study: optuna.Study, trial: optuna.Trial) -> int:
+    """The number of live trials (:func:`holds_slot`) with a smaller id than ``trial``'s."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t._trial_id < trial._trial_id and holds_slot(t))
 
 
 def has_slot(study: optuna.Study, trial: optuna.Trial, target: int, grid: bool) -> bool:
@@ -120,11 +132,13 @@ class Heartbeat:
 class Worker:
     """Runs trials of one stage after another, sharing each stage with the other workers of
     the storage. ``number`` tells this process's workers apart (each trial's ``worker`` result
-    is ``host:pid:number``)."""
+    is ``host:pid:number``). ``deadline`` (seconds since the epoch, as ``time.time()``): the
+    time by which this worker's trials end (see the module doc); None: none."""
 
     def __init__(self, spec: SearchSpec, storage: optuna.storages.RDBStorage,
-                 number: int = 0, quiet: bool = False):
+                 number: int = 0, quiet: bool = False, deadline: float | None = None):
         self.spec, self.storage, self.number, self.quiet = spec, storage, number, quiet
+        self.deadline = deadline
         self._first_seen: dict[int, float] = {}  # running trial id -> when this worker saw it
         self._beaten: set[int] = set()  # running trials this worker has sent a heartbeat for
 
@@ -154,6 +168,8 @@ class Worker:
             held = {t.user_attrs.get("grid_point") for t in live}
             if grid and not waiting and enqueue_grid(study, points, held):
                 continue
+            if self.deadline is not None and time.time() >= self.deadline:
+                return   # out of time: the trials left are not run
             if not waiting and (grid or len(live) >= target):
                 time.sleep(POLL_SECONDS)   # the other workers' trials are running
                 continue
@@ -168,7 +184,7 @@ class Worker:
                     pass
                 continue
             if not grid:
-                study.sampler = _sampler(settings, index, trial.number, target)
+                study.sampler = _sampler(settings, index, slot(study, trial), target)
             try:
                 self._run_trial(study, trial, space, plan)
             except UpdateFinishedTrialError:
@@ -209,7 +225,17 @@ class Worker:
                 if not math.isfinite(value):
                     return
                 trial.report(value, record["epoch"])
-                if settings.pruner != "none" and trial.should_prune():
+                epoch_seconds = record["elapsed_seconds"] / max(record["epoch"], 1)
+                if (self.deadline is not None and not trainer.stop_reason
+                        and record["epoch"] < trainer.config.train.epochs
+                        and time.time() + epoch_seconds > self.deadline):
+                    reason = f"time budget: stopped after epoch {record['epoch']}"
+                    trainer.stop(reason)
+                    pruned.append(reason)
+                    return
+                # a trial at its last epoch has nothing left to save: it finishes
+                if (settings.pruner != "none" and record["epoch"] < trainer.config.train.epochs
+                        and trial.should_prune()):
                     reason = (f"pruned after epoch {record['epoch']}: {metric} {value:.4g} "
                               "behind the other trials")
                     trainer.stop(reason)
@@ -302,8 +328,8 @@ def _suggest(trial: optuna.Trial, dim: Dimension):
 
 
 def _sampler(settings: Settings, stage: int, number: int, target: int):
-    """A sampler seeded by (search seed, stage, trial number): the same search draws the same
-    points whatever the number of workers, and a resumed search draws no point twice."""
+    """A sampler seeded by (search seed, stage, ``number``: the trial's slot): the same search
+    draws the same points whatever the number of workers or crashes."""
     seed = (settings.seed * 1_000_003 + stage * 10_007 + number) % (2 ** 31)
     if settings.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed,

@@ -454,7 +454,7 @@ class Trainer:
     def _finish(self) -> dict:
         train_loss, train_acc = self.evaluate(self.data.x_train, self.data.y_train)
         val_loss, val_acc = self._last_val or self.evaluate(self.data.x_val, self.data.y_val)
-        test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+        test_loss, test_acc = self._evaluate_test(self.evaluate)
         self.diagnosis = diagnose(self.records, stop_reason=self._divergence(),
                                   train_accuracy=train_acc, val_accuracy=val_acc)
         summary = {
@@ -522,7 +522,7 @@ class Trainer:
         if self._predict is None:
             return {}
         result = {}
-        for split in ("val", "test"):
+        for split in ("val", "test") if self.config.evaluate.test else ("val",):
             x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
             if len(x):
                 accuracy = float((self._predict(x).argmax(1) == y).float().mean())
@@ -542,13 +542,20 @@ class Trainer:
         if self.average.n_updates == 0:
             return result
         val_loss_avg, val_acc_avg = self.evaluate_average(self.data.x_val, self.data.y_val)
-        test_loss_avg, test_acc_avg = self.evaluate_average(self.data.x_test, self.data.y_test)
+        test_loss_avg, test_acc_avg = self._evaluate_test(self.evaluate_average)
         result.update({f"val_loss_{kind}": val_loss_avg, f"val_accuracy_{kind}": val_acc_avg,
                        f"test_loss_{kind}": test_loss_avg, f"test_accuracy_{kind}": test_acc_avg})
         if val_acc_avg > val_acc:
             result.update({"test_loss": test_loss_avg, "test_accuracy": test_acc_avg,
                            "test_accuracy_from": kind})
         return result
+
+    def _evaluate_test(self, evaluate: Callable[[Tensor, Tensor], tuple[float, float]]
+                       ) -> tuple[float, float]:
+        """``evaluate`` on the test split, or NaNs where ``evaluate.test`` is false."""
+        if not self.config.evaluate.test:
+            return math.nan, math.nan
+        return evaluate(self.data.x_test, self.data.y_test)
 
     def _batch(self) -> int:
         return len(self.data.x_train) if self.full_batch else self.config.train.batch_size
