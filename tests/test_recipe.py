@@ -44,6 +44,7 @@ from gradwise.recipe import (
     wilson_interval,
 )
 from gradwise.recipe.look import base_config, fixed_keys
+from gradwise.search import Search, load_search
 
 STAGES = [{"trials": 4, "epochs": 1}, {"trials": 2, "epochs": 2}]
 FINAL_EPOCHS = 4
@@ -139,6 +140,26 @@ def test_wilson_interval_matches_scipy(correct, n):
     low, high = wilson_interval(correct, n)
     assert math.isclose(low, expected.low, abs_tol=1e-9)
     assert math.isclose(high, expected.high, abs_tol=1e-9)
+
+
+def test_a_search_deadline_starts_no_trial_that_would_not_fit(tmp_path):
+    spec = load_search({"data": "digits", "model": {"name": "mlp", "hidden": [32]},
+                        "train": {"monitor_every": 0},
+                        "space": {"optimizer.lr": "loguniform(1e-3, 1e-1)"},
+                        "search": {"stages": [{"name": "a", "trials": 500, "epochs": 2},
+                                              {"name": "b", "trials": 2, "epochs": 1}]}})
+    deadline = time.time() + 3.0
+    Search(spec, tmp_path / "s", quiet=True).run(stages=[0], deadline=deadline)
+    ended = time.time()
+    study = optuna.load_study(study_name="search:a",
+                              storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    trials = study.get_trials(deepcopy=False)
+    took = sorted(t.user_attrs["result"]["seconds"] for t in trials)
+    assert 2 <= len(trials) < 500 and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(t.datetime_start.timestamp() < deadline for t in trials)
+    assert ended < deadline + 2 * max(took) + 1.0   # the last trial was expected to fit
+    stages = json.loads((tmp_path / "s" / "stages.json").read_text())
+    assert [s["name"] for s in stages] == ["a"]   # only the stage asked for
 
 
 # -- the look at the data ----------------------------------------------------------------------

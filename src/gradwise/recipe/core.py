@@ -46,6 +46,8 @@ from .plan import spec_of
 
 #: Seconds of a trial that are not epochs (building the Trainer, the storage's writes).
 TRIAL_OVERHEAD = 0.3
+#: Seconds of the final run that are not epochs (its Trainer, report.html, the recipe's own).
+FINAL_OVERHEAD = 3.0
 #: The final run's weight average: an EMA with timm's decay warmup, so short runs work too.
 FINAL_AVERAGE = {"ema": {"decay": 0.999, "warmup": True}}
 LR_FIND_STEPS = 100
@@ -234,6 +236,7 @@ class Recipe:
     def _plan(self, space: Space, speed: dict) -> dict:
         """The stages (trials x epochs) that fit the coarse and fine phases' time."""
         epoch = speed["epoch_seconds"]
+        overhead = TRIAL_OVERHEAD + speed["finish_seconds"]   # a trial beside its epochs
         left = self.budget - self.spent - (time.perf_counter() - self._started)
         done = set(self.phases) | {"lr_find"}
         coarse = B.phase_seconds("coarse", left, done)
@@ -242,11 +245,11 @@ class Recipe:
         if len(space) and self.fixed_stages is not None:
             stages = self.fixed_stages
         elif len(space):
-            c_epochs = _clamp(math.floor((coarse / 8 - TRIAL_OVERHEAD) / epoch), 1, 4)
-            c_trials = _clamp(math.floor(coarse / (c_epochs * epoch + TRIAL_OVERHEAD)),
+            c_epochs = _clamp(math.floor((coarse / 8 - overhead) / epoch), 1, 4)
+            c_trials = _clamp(math.floor(coarse / (c_epochs * epoch + overhead)),
                               max(2, self.workers), 60)
-            f_epochs = _clamp(math.floor((fine / 4 - TRIAL_OVERHEAD) / epoch), c_epochs, 40)
-            f_trials = _clamp(math.floor(fine / (f_epochs * epoch + TRIAL_OVERHEAD)), 2, 12)
+            f_epochs = _clamp(math.floor((fine / 4 - overhead) / epoch), c_epochs, 40)
+            f_trials = _clamp(math.floor(fine / (f_epochs * epoch + overhead)), 2, 12)
             stages = [{"name": "coarse", "trials": c_trials, "epochs": c_epochs, "top_k": 4},
                       {"name": "fine", "trials": f_trials, "epochs": f_epochs,
                        "top_k": min(3, f_trials)}]
@@ -317,11 +320,16 @@ class Recipe:
         best = (self.phases.get("fine") or {}).get("best") \
             or (self.phases.get("coarse") or {}).get("best")
         spec = self.spec()
-        epoch = plan["speed"]["epoch_seconds"]
+        # an epoch as the best trial took it, its building and last evaluation spread over its
+        # epochs (they stand in for the final run's EMA evaluations), else as calibrated
+        speed = plan["speed"]
+        epoch = 1.2 * speed["epoch_seconds"]
         if best and best.get("seconds") and best.get("epochs"):
-            epoch = max(epoch, (best["seconds"] - TRIAL_OVERHEAD) / best["epochs"])
+            epoch = max(0.5 * epoch, (best["seconds"] - speed.get("finish_seconds", 0.0)
+                                      - TRIAL_OVERHEAD) / best["epochs"])
+        overhead = FINAL_OVERHEAD + 2 * speed.get("finish_seconds", 0.0)  # live and EMA
         epochs = plan.get("final_epochs") or _clamp(
-            math.floor(allotted / (1.15 * epoch)) - 1, 1, 10_000)
+            math.floor((allotted - overhead) / (1.1 * epoch)), 1, 10_000)
         if spec is not None and best:
             raw = trial_config(spec, best["params"], epochs).model_dump(mode="json")
         else:
@@ -404,7 +412,8 @@ def run(data: str, budget: str | float | None = "10m", out: str | Path | None = 
 
 def calibrate(raw: dict, steps: int = 5) -> dict:
     """Seconds per training step (after one warm-up step) and per validation pass of the
-    config ``raw``, and what an epoch of it takes: ``steps_per_epoch * step + validation``."""
+    config ``raw``, what an epoch of it takes (``steps_per_epoch * step + validation``) and
+    what a run's last evaluation takes (the train and validation sets: ``finish_seconds``)."""
     import torch
 
     with torch.random.fork_rng(devices=[]):
@@ -424,9 +433,11 @@ def calibrate(raw: dict, steps: int = 5) -> dict:
         trainer.evaluate(trainer.data.x_val, trainer.data.y_val)
         evaluation = time.perf_counter() - start
     step = sorted(timings[1:])[len(timings[1:]) // 2]
+    ratio = len(trainer.data.x_train) / max(1, len(trainer.data.x_val))
     return {"step_seconds": step, "eval_seconds": evaluation,
             "steps_per_epoch": trainer.steps_per_epoch,
-            "epoch_seconds": trainer.steps_per_epoch * step + evaluation}
+            "epoch_seconds": trainer.steps_per_epoch * step + evaluation,
+            "finish_seconds": (1 + ratio) * evaluation}
 
 
 def data_name(source: str) -> str:

@@ -17,10 +17,10 @@
   its result and goes on; a trial whose worker died before its first heartbeat gets one from a
   worker that has watched it for ``grace + heartbeat`` seconds (:meth:`Worker.watch`);
 * a stage is over when ``trials`` trials have finished (COMPLETE or PRUNED) and none is
-  running or waiting, or, for a worker given a ``deadline`` (a time budget), once that time
-  has come: it starts no trial after it, and stops its running trial at the end of the epoch
-  that a further epoch would carry past it (the trial is told PRUNED, its ``stop_reason``
-  says why);
+  running or waiting, or, for a worker given a ``deadline`` (a time budget), once no trial
+  fits before it: it starts no trial that the median time of the stage's COMPLETE trials
+  would carry past it, and stops its running trial at the end of the epoch that a further
+  epoch would carry past it (the trial is told PRUNED, its ``stop_reason`` says why);
 * a fresh trial's draw is seeded by its *slot* (the number of live trials before it), not by
   its trial number, so a trial re-run after a crash leaves the draws of the trials after it
   as an uninterrupted search makes them.
@@ -36,6 +36,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import statistics
 import sys
 import threading
 import time
@@ -168,7 +169,8 @@ class Worker:
             held = {t.user_attrs.get("grid_point") for t in live}
             if grid and not waiting and enqueue_grid(study, points, held):
                 continue
-            if self.deadline is not None and time.time() >= self.deadline:
+            if self.deadline is not None and time.time() + _typical_seconds(trials) \
+                    >= self.deadline:
                 return   # out of time: the trials left are not run
             if not waiting and (grid or len(live) >= target):
                 time.sleep(POLL_SECONDS)   # the other workers' trials are running
@@ -343,6 +345,14 @@ def _pruner(name: str):
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def _typical_seconds(trials: list[optuna.trial.FrozenTrial]) -> float:
+    """The median seconds of the COMPLETE ``trials`` (0 before the first)."""
+    seconds = [t.user_attrs["result"]["seconds"] for t in trials
+               if t.state == TrialState.COMPLETE and isinstance(t.user_attrs.get("result"), dict)
+               and isinstance(t.user_attrs["result"].get("seconds"), int | float)]
+    return statistics.median(seconds) if seconds else 0.0
 
 
 def _finite_or_none(value):
