@@ -329,7 +329,7 @@ class Recipe:
                                       - TRIAL_OVERHEAD) / best["epochs"])
         overhead = FINAL_OVERHEAD + 2 * speed.get("finish_seconds", 0.0)  # live and EMA
         epochs = plan.get("final_epochs") or _clamp(
-            math.floor((allotted - overhead) / (1.1 * epoch)), 1, 10_000)
+            math.floor((allotted - overhead) / (1.05 * epoch)), 1, 10_000)
         if spec is not None and best:
             raw = trial_config(spec, best["params"], epochs).model_dump(mode="json")
         else:
