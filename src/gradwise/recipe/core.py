@@ -315,30 +315,30 @@ class Recipe:
     def final_config(self, allotted: float) -> dict:
         """The final run's config: the search's best trial (or the base when nothing was
         searched or no trial finished) with the test split on, the monitor on, an EMA, and
-        the epochs that fit ``allotted`` seconds at the best trial's measured speed."""
+        the epochs that fit ``allotted`` seconds at the speed a few of its steps take now."""
         plan = _read_json(self.out / "plan.json")
         best = (self.phases.get("fine") or {}).get("best") \
             or (self.phases.get("coarse") or {}).get("best")
         spec = self.spec()
-        # an epoch as the best trial took it, its building and last evaluation spread over its
-        # epochs (they stand in for the final run's EMA evaluations), else as calibrated
-        speed = plan["speed"]
-        epoch = 1.2 * speed["epoch_seconds"]
-        if best and best.get("seconds") and best.get("epochs"):
-            epoch = max(0.5 * epoch, (best["seconds"] - speed.get("finish_seconds", 0.0)
-                                      - TRIAL_OVERHEAD) / best["epochs"])
-        overhead = FINAL_OVERHEAD + 2 * speed.get("finish_seconds", 0.0)  # live and EMA
-        epochs = plan.get("final_epochs") or _clamp(
-            math.floor((allotted - overhead) / (1.05 * epoch)), 1, 10_000)
         if spec is not None and best:
-            raw = trial_config(spec, best["params"], epochs).model_dump(mode="json")
+            raw = trial_config(spec, best["params"], 1).model_dump(mode="json")
         else:
             raw = copy.deepcopy(plan["base"])
-            raw.setdefault("train", {})["epochs"] = epochs
-        raw["evaluate"] = {**raw.get("evaluate", {}), "test": True}
-        raw["train"]["monitor_every"] = 50
         raw["average"] = copy.deepcopy(FINAL_AVERAGE)
         raw["name"] = self.name
+        epochs = plan.get("final_epochs")
+        if epochs is None:
+            # timed now, at this moment's speed: an epoch, the EMA's validation pass, and the
+            # last evaluations of both models
+            start = time.perf_counter()
+            speed = calibrate(raw)
+            epoch = speed["epoch_seconds"] + speed["eval_seconds"]
+            overhead = (FINAL_OVERHEAD + 2 * speed["finish_seconds"]
+                        + time.perf_counter() - start)
+            epochs = _clamp(math.floor((allotted - overhead) / (1.05 * epoch)), 1, 10_000)
+        raw["train"]["epochs"] = epochs
+        raw["evaluate"] = {**raw.get("evaluate", {}), "test": True}
+        raw["train"]["monitor_every"] = 50
         return raw
 
     def _report(self, deadline: float, allotted: float) -> dict:

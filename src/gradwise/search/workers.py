@@ -21,9 +21,10 @@
   fits before it: it starts no trial that the median time of the stage's COMPLETE trials
   would carry past it, and stops its running trial at the end of the epoch that a further
   epoch would carry past it (the trial is told PRUNED, its ``stop_reason`` says why);
-* a fresh trial's draw is seeded by its *slot* (the number of live trials before it), not by
-  its trial number, so a trial re-run after a crash leaves the draws of the trials after it
-  as an uninterrupted search makes them.
+* a fresh trial's draw is seeded by its *slot* (the number of live trials before it, user
+  attribute ``slot``), not by its trial number, and a re-run keeps the slot of the trial it
+  replaces, so a search resumed after a crash draws the points an uninterrupted search draws
+  (a trial killed before drawing its params draws them again in its re-run).
 
 A worker runs the ranges, epochs and trial count of its own config's plan
 (:meth:`gradwise.search.Search.plan`); a value the storage holds for a trial (an enqueued
@@ -66,7 +67,7 @@ def holds_slot(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state != TrialState.FAIL or "error" in trial.user_attrs
 
 
-def slot(study: optuna.Study, trial: optuna.Trial) -> int:
+def slot(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The number of live trials (:func:`holds_slot`) with a smaller id than ``trial``'s."""
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t._trial_id < trial._trial_id and holds_slot(t))
@@ -87,14 +88,17 @@ def has_slot(study: optuna.Study, trial: optuna.Trial, target: int, grid: bool) 
 
 def retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Enqueue the params of a dead worker's FAIL ``trial`` again (user attribute ``retry_of``,
-    and its ``grid_point``); a ``surplus`` trial is not re-run. Optuna calls it in the one
-    worker that marked the trial FAIL (the storage's stale-trial callback); a worker stopped
-    by Ctrl-C calls it for its own trial."""
+    and its ``grid_point`` or its ``slot``); a ``surplus`` trial is not re-run. Optuna calls
+    it in the one worker that marked the trial FAIL (the storage's stale-trial callback); a
+    worker stopped by Ctrl-C calls it for its own trial."""
     if trial.user_attrs.get("surplus"):
         return
     attrs = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
     if "grid_point" in trial.user_attrs:
         attrs["grid_point"] = trial.user_attrs["grid_point"]
+    else:  # its draw's seed; one killed before recording it: counted now
+        attrs["slot"] = trial.user_attrs["slot"] if "slot" in trial.user_attrs \
+            else slot(study, trial)
     # an enqueued trial (a grid point, a re-run) has all its params even if killed before
     # drawing them
     params = trial.system_attrs.get("fixed_params") or trial.params
@@ -186,7 +190,11 @@ class Worker:
                     pass
                 continue
             if not grid:
-                study.sampler = _sampler(settings, index, slot(study, trial), target)
+                position = trial.user_attrs.get("slot")
+                if isinstance(position, bool) or not isinstance(position, int):
+                    position = slot(study, trial)
+                    trial.set_user_attr("slot", position)
+                study.sampler = _sampler(settings, index, position, target)
             try:
                 self._run_trial(study, trial, space, plan)
             except UpdateFinishedTrialError:
