@@ -410,8 +410,9 @@ def run(data: str, budget: str | float | None = "10m", out: str | Path | None = 
                   config=config, quiet=quiet, stages=stages, final_epochs=final_epochs).run()
 
 
-def calibrate(raw: dict, steps: int = 5) -> dict:
-    """Seconds per training step (after one warm-up step) and per validation pass of the
+def calibrate(raw: dict, steps: int = 8, warmup: int = 2) -> dict:
+    """Seconds per training step (the lower quartile of ``steps`` steps after ``warmup``: the
+    first steps of a fresh model and a passing load spike run slow) and per validation pass of the
     config ``raw``, what an epoch of it takes (``steps_per_epoch * step + validation``) and
     what a run's last evaluation takes (the train and validation sets: ``finish_seconds``)."""
     import torch
@@ -420,7 +421,7 @@ def calibrate(raw: dict, steps: int = 5) -> dict:
         trainer = Trainer(raw, out=None, quiet=True)
         batches = trainer.epoch_batches(0)
         timings = []
-        for _ in range(steps + 1):
+        for _ in range(steps + warmup):
             x, _, target = next(batches)
             start = time.perf_counter()
             with trainer._autocast():
@@ -432,7 +433,7 @@ def calibrate(raw: dict, steps: int = 5) -> dict:
         start = time.perf_counter()
         trainer.evaluate(trainer.data.x_val, trainer.data.y_val)
         evaluation = time.perf_counter() - start
-    step = sorted(timings[1:])[len(timings[1:]) // 2]
+    step = sorted(timings[warmup:])[steps // 4]
     ratio = len(trainer.data.x_train) / max(1, len(trainer.data.x_val))
     return {"step_seconds": step, "eval_seconds": evaluation,
             "steps_per_epoch": trainer.steps_per_epoch,
