@@ -14,9 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main job: train a 1-D convnet on MNIST-1D (regenerated offline), about 2 minutes.
+# The main job: the whole recipe on MNIST-1D (regenerated offline) within 3 minutes: sanity
+# check, LR range test, coarse and fine search, final training, runs/recipe-mnist1d/report.html.
 demo: $(VENV)/.installed
-	$(VENV)/bin/gradwise train examples/mnist1d.yaml
+	$(VENV)/bin/gradwise recipe mnist1d --budget 3m
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks

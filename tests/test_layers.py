@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"report", "transfer"},                           # pages read runs; weights, freezing
     {"train"},                                        # the Trainer writes runs and reports
     {"search", "lab"},                                # built on the Trainer / the optimizers
+    {"recipe"},                                       # the whole procedure, on the search
     {"cli"},
     {"__main__"},                                     # python -m gradwise
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 
 
 def run_processes(target: Callable[..., None], args: list[tuple],
@@ -15,8 +17,9 @@ def run_processes(target: Callable[..., None], args: list[tuple],
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=target, name=f"{name}-{i}", args=a)
              for i, a in enumerate(args)]
-    for proc in procs:
-        proc.start()
+    with _main_not_rerun():
+        for proc in procs:
+            proc.start()
     try:
         for proc in procs:
             proc.join()
@@ -25,6 +28,24 @@ def run_processes(target: Callable[..., None], args: list[tuple],
             proc.terminate()
         raise
     return [proc.exitcode for proc in procs]
+
+
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """While children start: hide the path of a ``__main__`` that has no module name (the
+    ``gradwise`` console script, whose ``sys.exit(main())`` has no ``__name__`` guard), which
+    a spawned child would otherwise run again: the whole command, in every worker. The
+    target runs from its own module either way."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def threads_per_worker(workers: int) -> int:

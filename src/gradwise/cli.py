@@ -10,6 +10,7 @@
     gradwise report RUN_DIR              rebuild RUN_DIR/report.html
     gradwise compare RUN_DIR... --out FILE.html
     gradwise search CONFIG.yaml [--workers N] [--storage URL] [--resume]
+    gradwise recipe DATA [--budget 10m] [--out DIR] [--resume]   the whole procedure, timed
     gradwise lab [--surface S] [--optimizers A,B] [--set opt.hyper=V] | --gallery | --serve
 
 A user's mistake (a bad key or value, a missing file, bad data) prints one message and exits
@@ -187,6 +188,29 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 1)")
     search.add_argument("--quiet", action="store_true", help="print only the result")
     search.set_defaults(run=_search)
+
+    recipe = commands.add_parser(
+        "recipe", help="the whole procedure on a dataset within a time budget",
+        description="Look at the data, check that the model overfits 20 examples, run the LR "
+                    "range test, search coarse then fine, train the best configuration with "
+                    "weight averaging for the rest of the budget, then write report.html, "
+                    "summary.json and best.yaml into --out (default runs/recipe-<data>).",
+        epilog="Example: gradwise recipe mnist1d --budget 5m --out runs/recipe-mnist1d")
+    recipe.add_argument("data", metavar="DATA",
+                        help="digits, mnist1d, npz:PATH, folder:PATH or csv:PATH")
+    recipe.add_argument("--budget", help="wall-clock time for everything: 90s, 10m, 1h30m or "
+                        "seconds (default 10m; at least 30s)")
+    recipe.add_argument("--out", help="the recipe folder (default: runs/recipe-<data>)")
+    recipe.add_argument("--workers", type=int, default=1, help="local search workers "
+                        "(default 1)")
+    recipe.add_argument("--storage", metavar="URL", help="the search's Optuna storage, shared "
+                        "by workers (default: sqlite OUT/search/study.db)")
+    recipe.add_argument("--resume", action="store_true", help="continue a killed recipe in "
+                        "--out: finished phases, trials and epochs are kept")
+    recipe.add_argument("--config", metavar="BASE.yaml", help="a training config whose keys "
+                        "are fixed (never searched)")
+    recipe.add_argument("--quiet", action="store_true", help="print only the result")
+    recipe.set_defaults(run=_recipe)
     return parser
 
 
@@ -356,6 +380,34 @@ def _search(args) -> int:
         print(f"best: stage {best['stage']} trial {best['trial']}: {summary['metric']} "
               f"{best['value']:.4f}, test accuracy {best.get('test_accuracy') or 0:.4f} ({shown})")
     print(f"results in {out} (results.csv, best.yaml, report.html)")
+    return 0
+
+
+def _recipe(args) -> int:
+    from .recipe import Recipe, SanityFailed
+    from .recipe.budget import process_start
+    from .recipe.core import data_name
+
+    name = f"recipe-{data_name(args.data)}" if isinstance(args.data, str) else "recipe"
+    out = Path(args.out) if args.out else (Path("runs") / name if args.resume
+                                           else _fresh_run_dir(name))
+    recipe = Recipe(args.data, args.budget, out, workers=args.workers, storage=args.storage,
+                    resume=args.resume, config=args.config, quiet=args.quiet,
+                    started=None if args.resume else process_start())
+    args.interrupted = (f"interrupted; continue with: gradwise recipe {args.data} --out {out} "
+                        "--resume")
+    try:
+        summary = recipe.run()
+    except SanityFailed as failed:
+        print(f"gradwise: the sanity check failed, the recipe stopped: "
+              f"{failed.summary.get('stop_reason')} (see {out}/sanity.json, report.html)",
+              file=sys.stderr)
+        return 1
+    low, high = summary["test_accuracy_ci95"]
+    print(f"test accuracy {100 * summary['test_accuracy']:.2f}% (95% Wilson interval "
+          f"{100 * low:.2f}% to {100 * high:.2f}%, {summary['test_size']} examples) in "
+          f"{summary['wall_seconds']:.0f} s of a {summary['budget_seconds']:.0f} s budget")
+    print(f"results in {out}/  (report.html, summary.json, best.yaml, search/, final/)")
     return 0
 
 

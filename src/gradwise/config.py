@@ -175,6 +175,9 @@ class EvaluateConfig(_Strict):
                                               "fractional pooling draws)")
     tta_flip: Bool = False
     tta_shift: Int = Field(0, ge=0)
+    test: Bool = Field(True, description="evaluate the test split at the end; false leaves "
+                                         "the test numbers NaN (a search trial, which must "
+                                         "not look at it)")
 
 
 class EMAConfig(_Strict):

@@ -48,6 +48,7 @@ KINDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "lab-gallery": (("tables.md", "taco"),),
     "seeds": (("seeds.json",),),
     "ensemble": (("ensemble.json",),),
+    "recipe": (("recipe.json", "phases.json"),),
 }
 _MARKER_MAX_BYTES = 4096
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -172,29 +173,37 @@ class Search:
 
     # -- running --------------------------------------------------------------------------
 
-    def run(self, workers: int = 1) -> dict:
-        """Run every stage (with ``workers`` local processes), then write the outputs;
-        returns the summary (best trial, its config, trials per stage)."""
+    def run(self, workers: int = 1, *, stages: Sequence[int] | None = None,
+            deadline: float | None = None) -> dict:
+        """Run every stage (or the ``stages`` given, by index, in order; the ones before them
+        must have finished) with ``workers`` local processes, then write the outputs; returns
+        the summary (best trial, its config, trials per stage). ``deadline`` (as
+        ``time.time()``): no trial starts after it, and running ones stop at an epoch's end
+        before it (:class:`gradwise.search.workers.Worker`)."""
         check_workers(self.spec, workers)
         self.open()
         self.stage_study(0)
         if workers > 1:
-            self._run_workers(workers)
+            self._run_workers(workers, stages, deadline)
         else:
-            self.work()
+            self.work(stages=stages, deadline=deadline)
         return write_outputs(self)
 
-    def work(self, worker: int = 0) -> None:
-        """The worker loop: every stage in order, until each has its trials."""
-        runner = Worker(self.spec, self.open(), worker, self.quiet)
-        for index in range(len(self.spec.settings.stages)):
+    def work(self, worker: int = 0, stages: Sequence[int] | None = None,
+             deadline: float | None = None) -> None:
+        """The worker loop: every stage (or ``stages``) in order, until each has its trials
+        or ``deadline`` has come."""
+        runner = Worker(self.spec, self.open(), worker, self.quiet, deadline)
+        for index in range(len(self.spec.settings.stages)) if stages is None else stages:
             study = self.stage_study(index)
             runner.run_stage(study, self.plan(index))
 
-    def _run_workers(self, workers: int) -> None:
+    def _run_workers(self, workers: int, stages: Sequence[int] | None = None,
+                     deadline: float | None = None) -> None:
         threads = threads_per_worker(workers)
+        chosen = None if stages is None else tuple(stages)
         codes = run_processes(_worker_main, [
-            (self.spec, str(self.out), self.url, i, threads, self.quiet)
+            (self.spec, str(self.out), self.url, i, threads, self.quiet, chosen, deadline)
             for i in range(workers)], name="gradwise-search")
         failed = [code for code in codes if code != 0]
         if len(failed) == len(codes):
@@ -202,7 +211,7 @@ class Search:
                             "see the messages above")
         # a worker that died left its trials to the others; finish what is left here
         if failed:
-            self.work()
+            self.work(stages=stages, deadline=deadline)
 
 
 def check_workers(spec: SearchSpec, workers: int) -> int:
@@ -258,14 +267,15 @@ def _difference(own, stored, where: str = "plan") -> str | None:
 
 
 def _worker_main(spec: SearchSpec, out: str, url: str, worker: int, threads: int,
-                 quiet: bool) -> None:
+                 quiet: bool, stages: tuple[int, ...] | None = None,
+                 deadline: float | None = None) -> None:
     """One worker process of ``Search.run(workers)``."""
     torch.set_num_threads(threads)
     search = Search(spec, out, url, resume=True, quiet=quiet)
     search.explicit_storage = True
     try:
         search.open()
-        search.work(worker)
+        search.work(worker, stages, deadline)
     except UserError as exc:
         print(f"gradwise: error: worker {worker}: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -17,7 +17,14 @@
   its result and goes on; a trial whose worker died before its first heartbeat gets one from a
   worker that has watched it for ``grace + heartbeat`` seconds (:meth:`Worker.watch`);
 * a stage is over when ``trials`` trials have finished (COMPLETE or PRUNED) and none is
-  running or waiting.
+  running or waiting, or, for a worker given a ``deadline`` (a time budget), once no trial
+  fits before it: it starts no trial that the median time of the stage's COMPLETE trials
+  would carry past it, and stops its running trial at the end of the epoch that a further
+  epoch would carry past it (the trial is told PRUNED, its ``stop_reason`` says why);
+* a fresh trial's draw is seeded by its *slot* (the number of live trials before it, user
+  attribute ``slot``), not by its trial number, and a re-run keeps the slot of the trial it
+  replaces, so a search resumed after a crash draws the points an uninterrupted search draws
+  (a trial killed before drawing its params draws them again in its re-run).
 
 A worker runs the ranges, epochs and trial count of its own config's plan
 (:meth:`gradwise.search.Search.plan`); a value the storage holds for a trial (an enqueued
@@ -29,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import statistics
 import sys
 import threading
 import time
@@ -57,6 +65,12 @@ def holds_slot(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state != TrialState.FAIL or "error" in trial.user_attrs
 
 
+def slot(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The number of live trials (:func:`holds_slot`) with a smaller id than ``trial``'s."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t._trial_id < trial._trial_id and holds_slot(t))
+
+
 def has_slot(study: optuna.Study, trial: optuna.Trial, target: int, grid: bool) -> bool:
     """Whether ``trial`` may run: fewer than ``target`` live trials have a smaller id; in a
     grid stage, no live trial with a smaller id holds its grid point. (A re-run passes, as
@@ -72,14 +86,17 @@ def has_slot(study: optuna.Study, trial: optuna.Trial, target: int, grid: bool) 
 
 def retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Enqueue the params of a dead worker's FAIL ``trial`` again (user attribute ``retry_of``,
-    and its ``grid_point``); a ``surplus`` trial is not re-run. Optuna calls it in the one
-    worker that marked the trial FAIL (the storage's stale-trial callback); a worker stopped
-    by Ctrl-C calls it for its own trial."""
+    and its ``grid_point`` or its ``slot``); a ``surplus`` trial is not re-run. Optuna calls
+    it in the one worker that marked the trial FAIL (the storage's stale-trial callback); a
+    worker stopped by Ctrl-C calls it for its own trial."""
     if trial.user_attrs.get("surplus"):
         return
     attrs = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
     if "grid_point" in trial.user_attrs:
         attrs["grid_point"] = trial.user_attrs["grid_point"]
+    else:  # its draw's seed; one killed before recording it: counted now
+        attrs["slot"] = trial.user_attrs["slot"] if "slot" in trial.user_attrs \
+            else slot(study, trial)
     # an enqueued trial (a grid point, a re-run) has all its params even if killed before
     # drawing them
     params = trial.system_attrs.get("fixed_params") or trial.params
@@ -118,11 +135,13 @@ class Heartbeat:
 class Worker:
     """Runs trials of one stage after another, sharing each stage with the other workers of
     the storage. ``number`` tells this process's workers apart (each trial's ``worker`` result
-    is ``host:pid:number``)."""
+    is ``host:pid:number``). ``deadline`` (seconds since the epoch, as ``time.time()``): the
+    time by which this worker's trials end (see the module doc); None: none."""
 
     def __init__(self, spec: SearchSpec, storage: optuna.storages.RDBStorage,
-                 number: int = 0, quiet: bool = False):
+                 number: int = 0, quiet: bool = False, deadline: float | None = None):
         self.spec, self.storage, self.number, self.quiet = spec, storage, number, quiet
+        self.deadline = deadline
         self._first_seen: dict[int, float] = {}  # running trial id -> when this worker saw it
         self._beaten: set[int] = set()  # running trials this worker has sent a heartbeat for
 
@@ -152,6 +171,9 @@ class Worker:
             held = {t.user_attrs.get("grid_point") for t in live}
             if grid and not waiting and enqueue_grid(study, points, held):
                 continue
+            if self.deadline is not None and time.time() + _typical_seconds(trials) \
+                    >= self.deadline:
+                return   # out of time: the trials left are not run
             if not waiting and (grid or len(live) >= target):
                 time.sleep(POLL_SECONDS)   # the other workers' trials are running
                 continue
@@ -166,7 +188,11 @@ class Worker:
                     pass
                 continue
             if not grid:
-                study.sampler = _sampler(settings, index, trial.number, target)
+                position = trial.user_attrs.get("slot")
+                if isinstance(position, bool) or not isinstance(position, int):
+                    position = slot(study, trial)
+                    trial.set_user_attr("slot", position)
+                study.sampler = _sampler(settings, index, position, target)
             try:
                 self._run_trial(study, trial, space, plan)
             except UpdateFinishedTrialError:
@@ -207,7 +233,17 @@ class Worker:
                 if not math.isfinite(value):
                     return
                 trial.report(value, record["epoch"])
-                if settings.pruner != "none" and trial.should_prune():
+                epoch_seconds = record["elapsed_seconds"] / max(record["epoch"], 1)
+                if (self.deadline is not None and not trainer.stop_reason
+                        and record["epoch"] < trainer.config.train.epochs
+                        and time.time() + epoch_seconds > self.deadline):
+                    reason = f"time budget: stopped after epoch {record['epoch']}"
+                    trainer.stop(reason)
+                    pruned.append(reason)
+                    return
+                # a trial at its last epoch has nothing left to save: it finishes
+                if (settings.pruner != "none" and record["epoch"] < trainer.config.train.epochs
+                        and trial.should_prune()):
                     reason = (f"pruned after epoch {record['epoch']}: {metric} {value:.4g} "
                               "behind the other trials")
                     trainer.stop(reason)
@@ -281,8 +317,8 @@ def _suggest(trial: optuna.Trial, dim: Dimension):
 
 
 def _sampler(settings: Settings, stage: int, number: int, target: int):
-    """A sampler seeded by (search seed, stage, trial number): the same search draws the same
-    points whatever the number of workers, and a resumed search draws no point twice."""
+    """A sampler seeded by (search seed, stage, ``number``: the trial's slot): the same search
+    draws the same points whatever the number of workers or crashes."""
     seed = (settings.seed * 1_000_003 + stage * 10_007 + number) % (2 ** 31)
     if settings.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed,
@@ -296,6 +332,14 @@ def _pruner(name: str):
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def _typical_seconds(trials: list[optuna.trial.FrozenTrial]) -> float:
+    """The median seconds of the COMPLETE ``trials`` (0 before the first)."""
+    seconds = [t.user_attrs["result"]["seconds"] for t in trials
+               if t.state == TrialState.COMPLETE and isinstance(t.user_attrs.get("result"), dict)
+               and isinstance(t.user_attrs["result"].get("seconds"), int | float)]
+    return statistics.median(seconds) if seconds else 0.0
 
 
 def _finite_or_none(value):

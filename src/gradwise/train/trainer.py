@@ -502,7 +502,7 @@ class Trainer:
     def _finish(self) -> dict:
         train_loss, train_acc = self.evaluate(self.data.x_train, self.data.y_train)
         val_loss, val_acc = self._last_val or self.evaluate(self.data.x_val, self.data.y_val)
-        test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+        test_loss, test_acc = self._evaluate_test(self.evaluate)
         self.diagnosis = diagnose(self.records, stop_reason=self._divergence(),
                                   train_accuracy=train_acc, val_accuracy=val_acc)
         summary = {
@@ -571,7 +571,7 @@ class Trainer:
         if self._predict is None:
             return {}
         result = {}
-        for split in ("val", "test"):
+        for split in self._splits_to_score():
             x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
             if len(x):
                 accuracy = float((self._predict(x).argmax(1) == y).float().mean())
@@ -593,8 +593,7 @@ class Trainer:
             if self.average.n_updates:
                 val_loss_avg, val_acc_avg = self.evaluate_average(self.data.x_val,
                                                                   self.data.y_val)
-                test_loss_avg, test_acc_avg = self.evaluate_average(self.data.x_test,
-                                                                    self.data.y_test)
+                test_loss_avg, test_acc_avg = self._evaluate_test(self.evaluate_average)
                 result.update({f"val_loss_{kind}": val_loss_avg,
                                f"val_accuracy_{kind}": val_acc_avg,
                                f"test_loss_{kind}": test_loss_avg,
@@ -605,7 +604,8 @@ class Trainer:
             ensemble = result.get("snapshot_ensemble")
             if ensemble is not None:
                 candidates.append(("snapshots", ensemble["val_accuracy"],
-                                   ensemble["test_loss"], ensemble["test_accuracy"]))
+                                   ensemble.get("test_loss", math.nan),
+                                   ensemble.get("test_accuracy", math.nan)))
         chosen = candidates[0]
         for candidate in candidates[1:]:
             if candidate[1] > chosen[1]:
@@ -625,7 +625,7 @@ class Trainer:
         for snapshot in self.snapshots:
             row = {k: snapshot[k] for k in ("snapshot", "step", "epoch")}
             with self._weights(snapshot["model"]):
-                for split in ("val", "test"):
+                for split in self._splits_to_score():
                     x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
                     p = self.probabilities(x)
                     row[f"{split}_accuracy"] = probability_scores(p, y)[1]
@@ -635,12 +635,12 @@ class Trainer:
         result: dict = {"snapshots": rows}
         if members:
             ensemble: dict = {"members": members}
-            for split in ("val", "test"):
+            for split in self._splits_to_score():
                 mean = torch.stack(probabilities[split]).mean(dim=0)
                 y = getattr(self.data, f"y_{split}")
                 loss, accuracy = probability_scores(mean, y)
                 ensemble[f"{split}_loss"], ensemble[f"{split}_accuracy"] = loss, accuracy
-            if len(members) > 1 and len(self.data.y_test):
+            if len(members) > 1 and len(self.data.y_test) and self.config.evaluate.test:
                 ensemble["test_disagreement"] = disagreement(probabilities["test"])
             result["snapshot_ensemble"] = ensemble
         return result
@@ -668,6 +668,18 @@ class Trainer:
             parts.append(torch.softmax(logits, dim=1))
         self.model.train(was_training)
         return torch.cat(parts)
+
+    def _splits_to_score(self) -> tuple[str, ...]:
+        """The splits the final evaluation scores: val, and test unless ``evaluate.test`` is
+        false (a search trial's runs never touch the test set)."""
+        return ("val", "test") if self.config.evaluate.test else ("val",)
+
+    def _evaluate_test(self, evaluate: Callable[[Tensor, Tensor], tuple[float, float]]
+                       ) -> tuple[float, float]:
+        """``evaluate`` on the test split, or NaNs where ``evaluate.test`` is false."""
+        if not self.config.evaluate.test:
+            return math.nan, math.nan
+        return evaluate(self.data.x_test, self.data.y_test)
 
     def _batch(self) -> int:
         return len(self.data.x_train) if self.full_batch else self.config.train.batch_size

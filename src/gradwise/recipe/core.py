@@ -1,0 +1,515 @@
+"""The recipe: every phase in order under one time budget, each leaving its files in the
+recipe folder, and ``--resume`` picking up after the last finished phase.
+
+The folder (claimed as a ``recipe``)::
+
+    recipe.json      what was asked: data, budget, BASE, storage (a resume must match)
+    phases.json      per finished phase: its seconds, its allotted seconds and a few results
+                     (the phase markers: a phase listed there never runs again)
+    data.json        the look at the data, with the model family and augmentation candidates
+    sanity.json      the sanity check (overfit 20 examples)
+    lr_find.json     the LR range test, lr_find.png its curve with the searched range
+    plan.json        the search plan: base config, space, stages (fixed once, for resume)
+    search/          the coarse and fine stages (a gradwise search folder: study.db ...)
+    best.yaml        the final configuration, for gradwise train
+    final/           the final training run (a gradwise run folder)
+    summary.json     test accuracy with its 95% Wilson interval, the configuration, times
+    report.html      the whole story on one page
+
+The test split is read once, by the final run's last evaluation: the trials run with
+``evaluate.test: false``, the sanity check and the LR range test use training data only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from .. import _checks, _io
+from ..config import dump, read_yaml, validate
+from ..errors import UserError
+from ..report import lr_find_figure, save_png
+from ..rundir import RunDir, claim
+from ..search import Search, SearchSpec, Settings, Stage, check_spec, trial_config
+from ..search.space import Space
+from ..search.storage import open_storage
+from ..search.study import MAX_WORKERS
+from ..train import Trainer, lr_find, sanity_check
+from . import budget as B
+from .look import base_config, fixed_keys, look_at_data, read_base, search_space
+from .plan import spec_of
+
+#: Seconds of a trial that are not epochs (building the Trainer, the storage's writes).
+TRIAL_OVERHEAD = 0.3
+#: Seconds of the final run that are not epochs (its Trainer, report.html, the recipe's own).
+FINAL_OVERHEAD = 3.0
+#: The final run's weight average: an EMA with timm's decay warmup, so short runs work too.
+FINAL_AVERAGE = {"ema": {"decay": 0.999, "warmup": True}}
+LR_FIND_STEPS = 100
+
+
+class SanityFailed(Exception):
+    """The sanity check failed: the recipe stops (exit status 1); ``summary`` says why."""
+
+    def __init__(self, summary: dict):
+        super().__init__(summary.get("stop_reason", "sanity check failed"))
+        self.summary = summary
+
+
+class Recipe:
+    """The recipe on ``data`` within ``budget`` (``"10m"``, seconds ...) into ``out``.
+
+    Everything the user gave is checked here, before anything is written (a UserError names
+    the culprit). :meth:`run` runs the phases. ``started``: when the budget began (as
+    ``time.time()``; default now; the command line passes its process's start). ``stages``
+    (``[{name, trials, epochs, top_k}, ...]``, coarse then fine) and ``final_epochs`` fix the
+    search's stages and the final run's length instead of fitting them to the budget (a
+    reproducible recipe; the deadlines still apply). Example::
+
+        summary = Recipe("digits", "1m", "runs/recipe-digits").run()
+        summary["test_accuracy"], summary["test_accuracy_ci95"]
+    """
+
+    def __init__(self, data: str, budget: str | float | None = None,
+                 out: str | Path | None = None, *, workers: int = 1, storage: str | None = None,
+                 resume: bool = False, config: str | Path | None = None, quiet: bool = False,
+                 stream: IO[str] | None = None, started: float | None = None,
+                 stages: list[dict] | None = None, final_epochs: int | None = None):
+        began = time.perf_counter() - (0.0 if started is None else max(0.0, time.time() - started))
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        if not isinstance(data, str) or not data:
+            raise UserError(f"DATA {data!r} is invalid; give a data source such as digits, "
+                            "mnist1d, npz:PATH, folder:PATH or csv:PATH")
+        self.data = data
+        self.out = Path(out) if out is not None else Path("runs") / f"recipe-{data_name(data)}"
+        self.workers = _checks.integer("--workers", workers, 1, MAX_WORKERS)
+        self.fixed_stages = _checked_stages(stages)
+        self.final_epochs = None if final_epochs is None else _checks.integer(
+            "final_epochs", final_epochs, 1)
+        self.resume = resume
+        request = self._stored_request() if resume else None
+        if request is not None:
+            budget = request["budget_seconds"] if budget is None else budget
+            storage = request["storage"] if storage is None else storage
+        self.budget = B.parse_budget("10m" if budget is None else budget)
+        self.storage = storage
+        self.base = request["base"] if request is not None and config is None \
+            else read_base(config, data)
+        if not resume:
+            claim(self.out, "recipe", create=False)
+            if (self.out / "recipe.json").exists():
+                raise UserError(f"{str(self.out)!r} holds a recipe already; continue it with "
+                                "--resume or choose another --out")
+        self.request = {"data": data, "budget_seconds": self.budget, "base": self.base,
+                        "storage": storage}
+        if request is not None:
+            changed = [k for k in ("data", "budget_seconds", "base", "storage")
+                       if request.get(k) != self.request[k]]
+            if changed:
+                raise UserError(f"--resume: {', '.join(changed)} differ from the recipe in "
+                                f"{str(self.out)!r}; resume with what it was started with "
+                                "(or start a new recipe with another --out)")
+        self.facts = look_at_data(data, self.base.get("data") if isinstance(
+            self.base.get("data"), dict) else None)
+        self.name = f"recipe-{data_name(data)}"
+        self.base_raw = base_config(self.facts, self.base, self.name)
+        try:
+            Trainer(_trial_raw(self.base_raw), out=None, quiet=True)
+        except UserError as exc:
+            where = "--config" if self.base else "the data"
+            raise UserError(f"{where}: the recipe's training config is rejected: {exc}") from None
+        if storage is not None:
+            open_storage(storage, Settings(stages=(Stage("check", 1, 1),)))
+        self.look_seconds = time.perf_counter() - began
+        self.phases: dict[str, dict] = {}
+        self.spent = 0.0  # seconds of the phases finished, this process and earlier ones
+        self._started = time.perf_counter()  # of the phase running now
+
+    # -- the folder -------------------------------------------------------------------------
+
+    def _stored_request(self) -> dict:
+        path = self.out / "recipe.json"
+        if not path.is_file():
+            raise UserError(f"--resume: no recipe in {str(self.out)!r} (recipe.json is "
+                            "missing)")
+        claim(self.out, "recipe", create=False)
+        request = _read_json(path)
+        if not isinstance(request, dict) or "budget_seconds" not in request:
+            raise UserError(f"--resume: {str(path)!r} is not a recipe's record")
+        return request
+
+    def _mark(self, phase: str, seconds: float, allotted: float, **results: Any) -> None:
+        self.phases[phase] = {"seconds": round(seconds, 3), "allotted": round(allotted, 3),
+                              **results}
+        self.spent += seconds
+        _io.write_json(self.out / "phases.json", self.phases)
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Run the phases not yet finished; returns the summary (also ``summary.json``).
+        A failing sanity check raises :class:`SanityFailed` after writing the summary and the
+        report."""
+        claim(self.out, "recipe")
+        if self.resume:
+            stored = _read_json(self.out / "phases.json") \
+                if (self.out / "phases.json").is_file() else {}
+            self.phases = {p: stored[p] for p in B.PHASES if isinstance(stored.get(p), dict)}
+            self.spent = sum(float(r.get("seconds", 0.0)) for r in self.phases.values())
+            if self.phases:
+                self._say(f"resuming {self.out}: {', '.join(self.phases)} done "
+                          f"({B.clock(self.spent)} of the budget used)")
+        else:
+            _io.write_json(self.out / "recipe.json", self.request)
+        _io.write_json(self.out / "data.json", self.facts)
+        if "look" not in self.phases:
+            self._mark("look", self.look_seconds, B.SHARES["look"] * self.budget,
+                       family=self.facts["family"])
+        steps = {"sanity": self._sanity, "lr_find": self._lr_find, "coarse": self._coarse,
+                 "fine": self._fine, "final": self._final, "report": self._report}
+        for index, phase in enumerate(B.PHASES):
+            if phase in self.phases or phase == "look":
+                continue
+            allotted = B.phase_seconds(phase, self.budget - self.spent, set(self.phases))
+            self._say(f"[{index + 1}/{len(B.PHASES)}] {B.TITLES[phase]}: share "
+                      f"{B.SHARES[phase]:.0%}, {B.clock(allotted)} of the "
+                      f"{B.clock(self.budget - self.spent)} left")
+            self._started = start = time.perf_counter()
+            results = steps[phase](time.time() + allotted, allotted) or {}
+            seconds = time.perf_counter() - start
+            if phase == "sanity" and not results["passed"]:  # not a finished phase: no marker
+                self.phases["sanity"] = {"seconds": round(seconds, 3),
+                                         "allotted": round(allotted, 3), "passed": False}
+                summary = self._write_summary("sanity-failed", results["message"])
+                raise SanityFailed(summary)
+            if phase != "report":
+                self._mark(phase, seconds, allotted, **results)
+            self._say(f"      {B.TITLES[phase]} done in {B.clock(seconds)}")
+        return _read_json(self.out / "summary.json")
+
+    def _sanity(self, deadline: float, allotted: float) -> dict:
+        result = sanity_check(_trial_raw(self.base_raw))
+        _io.write_json(self.out / "sanity.json", result)
+        self._say("      " + result["message"].replace("\n", "\n      "))
+        return {"passed": bool(result["passed"]), "message": result["message"]}
+
+    def _lr_find(self, deadline: float, allotted: float) -> dict:
+        raw = _trial_raw(self.base_raw)
+        speed = calibrate(raw)
+        sweep = LR_FIND_STEPS * speed["step_seconds"]
+        seeds = max(1, min(3, math.floor(0.8 * allotted / max(sweep, 1e-9))))
+        steps = LR_FIND_STEPS if seeds > 1 or sweep <= 0.8 * allotted else max(
+            20, math.floor(0.8 * allotted / max(speed["step_seconds"], 1e-9)))
+        result = lr_find(raw, seeds=tuple(range(seeds)), start=1e-6, end=10.0, steps=steps)
+        centre = float(result["suggested_lr"])
+        if not math.isfinite(centre) or centre <= 0:
+            centre = float(raw["optimizer"]["lr"])
+        space = search_space(self.facts, fixed_keys(self.base), centre)
+        searched = [d for d in space if d.key == "optimizer.lr"]
+        result.update(speed=speed, centre=centre,
+                      range=list(searched[0].bounds) if searched else None)
+        _io.write_json(self.out / "lr_find.json", result)
+        fig = lr_find_figure(result)
+        if result["range"]:
+            fig.axes[0].axvspan(*result["range"], color="#0969da", alpha=0.08, lw=0,
+                                label="searched range")
+        save_png(fig, self.out / "lr_find.png")
+        plan = self._plan(space, speed)
+        _io.write_json(self.out / "plan.json", plan)
+        stages = ", ".join(f"{s['name']} {s['trials']} x {s['epochs']} epochs"
+                           for s in plan["stages"])
+        self._say(f"      suggested lr {centre:.3g} ({seeds} seed{'s' * (seeds > 1)}); "
+                  f"search plan: {stages or 'nothing to search (BASE fixes every key)'}")
+        return {"suggested_lr": centre, "seeds": seeds}
+
+    def _plan(self, space: Space, speed: dict) -> dict:
+        """The stages (trials x epochs) that fit the coarse and fine phases' time."""
+        epoch = speed["epoch_seconds"]
+        overhead = TRIAL_OVERHEAD + speed["finish_seconds"]   # a trial beside its epochs
+        left = self.budget - self.spent - (time.perf_counter() - self._started)
+        done = set(self.phases) | {"lr_find"}
+        coarse = B.phase_seconds("coarse", left, done)
+        fine = B.phase_seconds("fine", left - coarse, done | {"coarse"})
+        stages: list[dict] = []
+        if len(space) and self.fixed_stages is not None:
+            stages = self.fixed_stages
+        elif len(space):
+            c_epochs = _clamp(math.floor((coarse / 8 - overhead) / epoch), 1, 4)
+            c_trials = _clamp(math.floor(coarse / (c_epochs * epoch + overhead)),
+                              max(2, self.workers), 60)
+            f_epochs = _clamp(math.floor((fine / 4 - overhead) / epoch), c_epochs, 40)
+            f_trials = _clamp(math.floor(fine / (f_epochs * epoch + overhead)), 2, 12)
+            stages = [{"name": "coarse", "trials": c_trials, "epochs": c_epochs, "top_k": 4},
+                      {"name": "fine", "trials": f_trials, "epochs": f_epochs,
+                       "top_k": min(3, f_trials)}]
+        return {"name": self.name, "base": _trial_raw(self.base_raw),
+                "space": space.to_json(), "stages": stages, "speed": speed,
+                "final_epochs": self.final_epochs}
+
+    def spec(self) -> SearchSpec | None:
+        """The search of ``plan.json`` (None: nothing to search)."""
+        return spec_of(_read_json(self.out / "plan.json"))
+
+    def _search(self, stage: int, deadline: float) -> dict:
+        spec = self.spec()
+        if spec is None:
+            self._say("      skipped: BASE fixes every searched key")
+            return {"skipped": True}
+        if stage == 0:
+            check_spec(spec)
+        folder = self.out / "search"
+        local = self.storage is None
+        search = Search(spec, folder, self.storage, quiet=self.quiet,
+                        resume=local and (folder / "study.db").exists())
+        workers = min(self.workers, spec.settings.stages[stage].trials)
+        summary = search.run(workers, stages=[stage], deadline=deadline)
+        stages = _read_json(folder / "stages.json")
+        best = stages[stage].get("best") if stage < len(stages) else None
+        if best:
+            self._say(f"      best of the {spec.settings.stages[stage].name} stage: val "
+                      f"accuracy {best['value']:.4f} ({_shown(best['params'])})")
+        return {"best": summary.get("best"), "counts": stages[stage].get("counts")
+                if stage < len(stages) else None}
+
+    def _coarse(self, deadline: float, allotted: float) -> dict:
+        return self._search(0, deadline)
+
+    def _fine(self, deadline: float, allotted: float) -> dict:
+        return self._search(1, deadline)
+
+    def _final(self, deadline: float, allotted: float) -> dict:
+        folder = self.out / "final"
+        if (folder / RunDir.CONFIG).is_file():
+            config = RunDir.open(folder).config_path  # the config it started with
+            raw = validate(read_yaml(config)).model_dump(mode="json")
+        else:
+            raw = self.final_config(allotted)
+            _io.write_text(self.out / "best.yaml", _best_header(self) + dump(validate(raw)))
+        self._say(f"      {raw['train']['epochs']} epochs of the chosen configuration "
+                  f"with an EMA of the weights")
+
+        def in_time(trainer: Trainer, record: dict) -> None:
+            per_epoch = record["elapsed_seconds"] / max(record["epoch"], 1)
+            if (record["epoch"] < trainer.config.train.epochs
+                    and time.time() + per_epoch > deadline):
+                trainer.stop(f"time budget: stopped after epoch {record['epoch']} of "
+                             f"{trainer.config.train.epochs}")
+
+        trainer = Trainer(raw, folder, quiet=self.quiet, callbacks=[in_time])
+        summary = trainer.fit(resume=(folder / RunDir.CONFIG).is_file())
+        ensemble = ensemble_step(self, summary)
+        return {"test_accuracy": summary["test_accuracy"], "epochs": summary["epochs"],
+                "stop_reason": summary["stop_reason"], "ensemble": ensemble}
+
+    def final_config(self, allotted: float) -> dict:
+        """The final run's config: the search's best trial (or the base when nothing was
+        searched or no trial finished) with the test split on, the monitor on, an EMA, and
+        the epochs that fit ``allotted`` seconds at the speed a few of its steps take now."""
+        plan = _read_json(self.out / "plan.json")
+        best = (self.phases.get("fine") or {}).get("best") \
+            or (self.phases.get("coarse") or {}).get("best")
+        spec = self.spec()
+        if spec is not None and best:
+            raw = trial_config(spec, best["params"], 1).model_dump(mode="json")
+        else:
+            raw = copy.deepcopy(plan["base"])
+        raw["average"] = copy.deepcopy(FINAL_AVERAGE)
+        raw["name"] = self.name
+        epochs = plan.get("final_epochs")
+        if epochs is None:
+            # timed now, at this moment's speed: an epoch, the EMA's validation pass, and the
+            # last evaluations of both models
+            start = time.perf_counter()
+            speed = calibrate(raw)
+            epoch = speed["epoch_seconds"] + speed["eval_seconds"]
+            overhead = (FINAL_OVERHEAD + 2 * speed["finish_seconds"]
+                        + time.perf_counter() - start)
+            epochs = _clamp(math.floor((allotted - overhead) / (1.05 * epoch)), 1, 10_000)
+        raw["train"]["epochs"] = epochs
+        raw["evaluate"] = {**raw.get("evaluate", {}), "test": True}
+        raw["train"]["monitor_every"] = 50
+        return raw
+
+    def _report(self, deadline: float, allotted: float) -> dict:
+        self._write_summary("finished", report_start=time.perf_counter())
+        return {}
+
+    def _write_summary(self, status: str, stop_reason: str | None = None,
+                       report_start: float | None = None) -> dict:
+        from .page import render
+
+        final = _read_optional(self.out / "final" / RunDir.SUMMARY)
+        summary: dict[str, Any] = {
+            "status": status, "stop_reason": stop_reason, "data": self.data,
+            "budget_seconds": self.budget, "family": self.facts["family"],
+            "modality": self.facts["modality"]}
+        if final is not None:
+            n = self.facts["sizes"]["test"]
+            accuracy = final["test_accuracy"]
+            low, high = B.wilson_interval(round(accuracy * n), n)
+            summary.update({
+                "test_accuracy": accuracy, "test_accuracy_ci95": [low, high],
+                "ci_method": "Wilson score interval, 95%", "test_size": n,
+                "test_accuracy_from": final.get("test_accuracy_from", "live"),
+                "val_accuracy": final["val_accuracy"], "epochs": final["epochs"],
+                "final_stop_reason": final["stop_reason"],
+                "diagnosis": (final.get("diagnosis") or {}).get("label")})
+        if (self.out / "best.yaml").is_file():
+            summary["config"] = read_yaml(self.out / "best.yaml")
+        allotted = B.phase_seconds("report", self.budget - self.spent, set(self.phases))
+
+        def times(summary: dict) -> None:
+            """The phases' times, the report's own counted up to its page's last piece."""
+            if report_start is not None:
+                self.phases["report"] = {
+                    "seconds": round(time.perf_counter() - report_start, 3),
+                    "allotted": round(allotted, 3)}
+            summary["phase_seconds"] = {p: r["seconds"] for p, r in self.phases.items()}
+            summary["phase_allotted_seconds"] = {p: r["allotted"]
+                                                 for p, r in self.phases.items()}
+            summary["wall_seconds"] = round(sum(summary["phase_seconds"].values()), 3)
+
+        html = render(self.out, summary, times)
+        if report_start is not None:
+            _io.write_json(self.out / "phases.json", self.phases)
+        _io.write_json(self.out / "summary.json", summary)
+        _io.write_file(self.out / "report.html", html)
+        return summary
+
+
+def ensemble_step(recipe: Recipe, final: dict) -> dict | None:
+    """Where a snapshot or seed ensemble of the final configuration plugs in, after the final
+    run and before the report, with the time the final phase has left. It returns what the
+    report and summary should show of it (None: no ensemble). The final run already averages
+    its weights (an EMA, ``average:``); no ensemble is built yet."""
+    return None
+
+
+def run(data: str, budget: str | float | None = "10m", out: str | Path | None = None, *,
+        workers: int = 1, storage: str | None = None, resume: bool = False,
+        config: str | Path | None = None, quiet: bool = False,
+        stages: list[dict] | None = None, final_epochs: int | None = None) -> dict:
+    """The whole procedure on ``data`` within ``budget``; returns the summary (also
+    ``OUT/summary.json``). The Python equivalent of ``gradwise recipe``. A failing sanity
+    check raises :class:`SanityFailed` (its ``summary`` says why).
+
+    >>> summary = run("digits", "1m", "runs/recipe-digits")   # doctest: +SKIP
+    """
+    return Recipe(data, budget, out, workers=workers, storage=storage, resume=resume,
+                  config=config, quiet=quiet, stages=stages, final_epochs=final_epochs).run()
+
+
+def calibrate(raw: dict, steps: int = 8, warmup: int = 2) -> dict:
+    """Seconds per training step (the lower quartile of ``steps`` steps after ``warmup``: the
+    first steps of a fresh model and a passing load spike run slow) and per validation pass of the
+    config ``raw``, what an epoch of it takes (``steps_per_epoch * step + validation``) and
+    what a run's last evaluation takes (the train and validation sets: ``finish_seconds``)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        trainer = Trainer(raw, out=None, quiet=True)
+        batches = trainer.epoch_batches(0)
+        timings = []
+        for _ in range(steps + warmup):
+            x, _, target = next(batches)
+            start = time.perf_counter()
+            with trainer._autocast():
+                loss = trainer._loss(trainer.model(trainer._layout(x)), target)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+            timings.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        trainer.evaluate(trainer.data.x_val, trainer.data.y_val)
+        evaluation = time.perf_counter() - start
+    step = sorted(timings[warmup:])[steps // 4]
+    ratio = len(trainer.data.x_train) / max(1, len(trainer.data.x_val))
+    return {"step_seconds": step, "eval_seconds": evaluation,
+            "steps_per_epoch": trainer.steps_per_epoch,
+            "epoch_seconds": trainer.steps_per_epoch * step + evaluation,
+            "finish_seconds": (1 + ratio) * evaluation}
+
+
+def data_name(source: str) -> str:
+    """A short name for a data source: ``digits``, or the file's stem of ``npz:PATH``.
+
+    >>> data_name("npz:data/mnist.npz"), data_name("mnist1d")
+    ('mnist', 'mnist1d')
+    """
+    kind, _, arg = source.partition(":")
+    stem = Path(arg).stem if arg else ""
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in (stem or kind))
+    return name.strip("-.") or "data"
+
+
+def _trial_raw(raw: dict) -> dict:
+    """A search trial's config: no test evaluation, no monitor (speed)."""
+    raw = copy.deepcopy(raw)
+    raw.setdefault("evaluate", {})["test"] = False
+    raw.setdefault("train", {})["monitor_every"] = 0
+    return raw
+
+
+def _checked_stages(stages: list[dict] | None) -> list[dict] | None:
+    """``stages`` as the plan holds them: two, coarse then fine, each with trials, epochs and
+    an optional top_k (default 4 for coarse, 3 for fine)."""
+    if stages is None:
+        return None
+    if not isinstance(stages, list | tuple) or len(stages) != 2 or not all(
+            isinstance(s, dict) for s in stages):
+        raise UserError("stages: expected two mappings, coarse then fine, e.g. [{trials: 8, "
+                        "epochs: 2}, {trials: 3, epochs: 6}]")
+    checked = []
+    for name, stage, top_k in zip(("coarse", "fine"), stages, (4, 3), strict=True):
+        unknown = set(stage) - {"name", "trials", "epochs", "top_k"}
+        if unknown or stage.get("name", name) != name:
+            raise UserError(f"stages: the {name} stage takes trials, epochs and top_k "
+                            f"(got {sorted(stage)})")
+        checked.append({"name": name,
+                        "trials": _checks.integer(f"stages.{name}.trials",
+                                                  stage.get("trials"), 1),
+                        "epochs": _checks.integer(f"stages.{name}.epochs",
+                                                  stage.get("epochs"), 1),
+                        "top_k": _checks.integer(f"stages.{name}.top_k",
+                                                 stage.get("top_k", top_k), 1)})
+    return checked
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def _shown(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def _best_header(recipe: Recipe) -> str:
+    return (f"# The final configuration of the recipe on {recipe.data!r} "
+            f"(budget {B.clock(recipe.budget)}); train it again with:\n"
+            f"#   gradwise train {recipe.out / 'best.yaml'}\n")
+
+
+def _read_optional(path: Path) -> dict | None:
+    return _read_json(path) if path.is_file() else None
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file the recipe wrote; an unreadable one is a UserError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} is missing; the recipe folder is incomplete") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {str(path)!r}: {_io.reason(exc)}") from None
