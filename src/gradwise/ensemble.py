@@ -597,9 +597,9 @@ def probability_scores(probabilities: Tensor, y: Tensor) -> tuple[float, float]:
     negative log-likelihood ``-(1/N) sum_i log p(y_i | x_i)`` and the fraction of examples whose
     most probable class is ``y_i`` (NaN, NaN for no examples).
 
-    >>> loss, acc = probability_scores(torch.tensor([[0.5, 0.5], [0.2, 0.8]]), torch.tensor([0, 1]))
-    >>> round(loss, 4), acc
-    (0.4581, 0.5)
+    >>> loss, acc = probability_scores(torch.tensor([[0.5, 0.5], [0.8, 0.2]]), torch.tensor([0, 1]))
+    >>> round(loss, 4), acc          # (log 2 + log 5) / 2; the second example is missed
+    (1.1513, 0.5)
     """
     if len(y) == 0:
         return float("nan"), float("nan")
