@@ -292,7 +292,7 @@ def test_classes_are_relabelled_in_the_order_given_and_per_class_is_seeded():
 
 # -- torchvision -----------------------------------------------------------------------------
 
-def test_a_torchvision_cnn1d18_state_dict_loads_into_7_classes_and_trains(tmp_path,
+def test_a_torchvision_resnet18_state_dict_loads_into_7_classes_and_trains(tmp_path,
                                                                           monkeypatch):
     torchvision = pytest.importorskip("torchvision")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -300,15 +300,15 @@ def test_a_torchvision_cnn1d18_state_dict_loads_into_7_classes_and_trains(tmp_pa
     cache = tmp_path / "torch" / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[-1]
     config = {"seed": 0, "data": {"source": "digits", "classes": [0, 1, 2, 3, 4, 5, 6],
                                   "per_class": 4},
-              "model": {"name": "torchvision:cnn1d18", "weights": "DEFAULT"},
+              "model": {"name": "torchvision:resnet18", "weights": "DEFAULT"},
               "transfer": {"freeze": "backbone"},
               "optimizer": {"name": "sgd", "lr": 0.01},
               "train": {"epochs": 1, "batch_size": 28, "max_steps": 1, "monitor_every": 0}}
-    with pytest.raises(UserError, match=r"not in the local cache: .*cnn1d18.*get_model"):
+    with pytest.raises(UserError, match=r"not in the local cache: .*resnet18.*get_model"):
         Trainer(config, quiet=True)
     cache.parent.mkdir(parents=True)
     torch.manual_seed(5)
-    saved = torchvision.models.cnn1d18().state_dict()  # random weights, 1000 classes, 3 ch
+    saved = torchvision.models.resnet18().state_dict()  # random weights, 1000 classes, 3 ch
     _io.save(cache, saved)
     trainer = Trainer(config, quiet=True)
     report = trainer.finetune.report
@@ -328,9 +328,9 @@ def test_hub_names_without_the_package_are_one_clear_error():
         import timm  # noqa: F401
     except ImportError:
         with pytest.raises(UserError, match="needs the timm package"):
-            build_model("timm:cnn1d18", (3, 8, 8), 2)
+            build_model("timm:resnet18", (3, 8, 8), 2)
     else:
-        assert build_model("timm:cnn1d18", (1, 8, 8), 2)(torch.zeros(1, 1, 8, 8)).shape == (1, 2)
+        assert build_model("timm:resnet18", (1, 8, 8), 2)(torch.zeros(1, 1, 8, 8)).shape == (1, 2)
 
 
 # -- bad input: exit 2, nothing written ------------------------------------------------------
