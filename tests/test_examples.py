@@ -31,11 +31,17 @@ def test_mnist1d_example_reaches_99_percent(tmp_path):
     assert summary["test_accuracy"] >= 0.99, summary
 
 
-@pytest.mark.slow
-def test_mnist_example_reaches_99_4_percent(tmp_path):
+def mnist_npz() -> Path:
+    """The shared MNIST .npz (the test skips where it is absent)."""
     mnist = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist" / "mnist.npz"
     if not mnist.exists():
         pytest.skip("MNIST .npz not available")
+    return mnist
+
+
+@pytest.mark.slow
+def test_mnist_example_reaches_99_4_percent(tmp_path):
+    mnist = mnist_npz()
     config = load_config(EXAMPLES / "mnist.yaml", [f"data=npz:{mnist}"])
     summary = fit(config, tmp_path / "run", quiet=True)
     assert summary["test_accuracy"] >= 0.994, summary
@@ -44,9 +50,7 @@ def test_mnist_example_reaches_99_4_percent(tmp_path):
 @pytest.mark.slow
 def test_mnist_best_example_reaches_99_5_percent(tmp_path):
     """docs/ensembles.md: crops and an EMA of the weights, 20 epochs: 99.58% measured."""
-    mnist = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist" / "mnist.npz"
-    if not mnist.exists():
-        pytest.skip("MNIST .npz not available")
+    mnist = mnist_npz()
     config = load_config(EXAMPLES / "mnist-best.yaml", [f"data=npz:{mnist}"])
     summary = fit(config, tmp_path / "run", quiet=True)
     assert summary["test_accuracy"] >= 0.995, summary

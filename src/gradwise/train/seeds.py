@@ -98,10 +98,7 @@ def train_seeds(config: Config | dict | str | Path, seeds: list[int], out: str |
     config = load_config(config)
     if not seeds:
         raise UserError("give at least one seed")
-    if isinstance(workers, bool) or not isinstance(workers, int) \
-            or not 1 <= workers <= len(seeds):
-        raise UserError(f"--workers {workers!r} is invalid; accepted: 1 to {len(seeds)} (one "
-                        "run per worker at most)")
+    _check_workers(workers, len(seeds))
     with torch.random.fork_rng(devices=[]):
         Trainer(config, out=None, quiet=True)  # the data, model and options, before writing
     out = claim(out, "seeds")
@@ -121,10 +118,14 @@ def resume_seeds(group: str | Path, *, workers: int = 1, quiet: bool = False) ->
         raise UserError(f"{str(group)!r} is not a seed group written by gradwise train --seeds")
     seeds = read_seeds(group)
     config = load_config(group / RunDir.CONFIG)
-    if isinstance(workers, bool) or not isinstance(workers, int) \
-            or not 1 <= workers <= len(seeds):
-        raise UserError(f"--workers {workers!r} is invalid; accepted: 1 to {len(seeds)}")
+    _check_workers(workers, len(seeds))
     return _train_members(config, group, seeds, workers, quiet)
+
+
+def _check_workers(workers: object, members: int) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= members:
+        raise UserError(f"--workers {workers!r} is invalid; accepted: 1 to {members} (one run "
+                        "per worker at most)")
 
 
 def is_group(path: str | Path) -> bool:

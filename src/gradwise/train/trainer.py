@@ -343,17 +343,26 @@ class Trainer:
         """Mean cross-entropy and accuracy of the model (in eval mode) on ``x, y``."""
         if len(x) == 0:
             return float("nan"), float("nan")
+        loss_sum, correct = 0.0, 0
+        for part, logits in self._eval_logits(x):
+            loss_sum += float(F.cross_entropy(logits, y[part], reduction="sum"))
+            correct += int((logits.argmax(1) == y[part]).sum())
+        return loss_sum / len(x), correct / len(x)
+
+    def _eval_logits(self, x: Tensor) -> Iterator[tuple[slice, Tensor]]:
+        """The model's float logits in eval mode on ``x``, batch by batch
+        (``train.eval_batch_size``), each with the slice of ``x`` it covers; the model's
+        training flag comes back afterwards."""
         was_training = self.model.training
         self.model.eval()
-        loss_sum, correct = 0.0, 0
         bs = self.config.train.eval_batch_size
-        for i in range(0, len(x), bs):
-            with self._autocast():
-                logits = self.model(self._layout(x[i:i + bs])).float()
-            loss_sum += float(F.cross_entropy(logits, y[i:i + bs], reduction="sum"))
-            correct += int((logits.argmax(1) == y[i:i + bs]).sum())
-        self.model.train(was_training)
-        return loss_sum / len(x), correct / len(x)
+        try:
+            for i in range(0, len(x), bs):
+                with self._autocast():
+                    logits = self.model(self._layout(x[i:i + bs])).float()
+                yield slice(i, i + bs), logits
+        finally:
+            self.model.train(was_training)
 
     # -- weight averaging and snapshots ------------------------------------------------------
 
@@ -658,15 +667,8 @@ class Trainer:
     @torch.no_grad()
     def probabilities(self, x: Tensor) -> Tensor:
         """The model's softmax outputs (eval mode) on ``x``, an ``(N, classes)`` tensor."""
-        was_training = self.model.training
-        self.model.eval()
-        bs = self.config.train.eval_batch_size
         parts = [torch.zeros(0, self.data.num_classes, device=x.device)]
-        for i in range(0, len(x), bs):
-            with self._autocast():
-                logits = self.model(self._layout(x[i:i + bs])).float()
-            parts.append(torch.softmax(logits, dim=1))
-        self.model.train(was_training)
+        parts += [torch.softmax(logits, dim=1) for _, logits in self._eval_logits(x)]
         return torch.cat(parts)
 
     def _splits_to_score(self) -> tuple[str, ...]:
