@@ -3,8 +3,8 @@
 A concrete optimizer says four things: the state it keeps per parameter, the scalars of one step
 (learning rate, bias corrections, ...), the static options of its rule, and (optionally) which of
 torch's fused kernels implements the same rule. This base class does the rest: closures, param
-groups, ``zero_grad``, lazy state, the step counter, torch-compatible ``state_dict``, validation
-and backend dispatch.
+groups, ``zero_grad``, lazy state, the step counter, torch-compatible ``state_dict``, validation,
+backend dispatch and flat storage (``flat=True``, see :mod:`gradwise.optim.flat`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import Tensor
 
 from . import _backends
 from ._backends import BACKENDS, FUSED_MIN_NUMEL, RUNNERS
+from .flat import Bucket, build
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -29,7 +30,13 @@ class Optimizer(torch.optim.Optimizer):
     #: Whether state is created when the optimizer is built (torch's Adagrad) or at first use.
     eager_state: bool = False
 
-    def __init__(self, params, defaults: dict):
+    def __init__(self, params, defaults: dict, flat: bool = False):
+        if not isinstance(flat, bool):
+            raise ValueError(f"flat={flat!r} is invalid; flat is True or False")
+        #: Whether each param group keeps its parameters, gradients and state in flat buffers.
+        self.flat = flat
+        self._buckets: list[list[Bucket]] = []  # per param group, with flat storage
+        self._loose: list[list[Tensor]] = []  # per param group: the parameters outside them
         super().__init__(params, defaults)
 
     # -- what a concrete optimizer provides ------------------------------------------------
@@ -78,9 +85,29 @@ class Optimizer(torch.optim.Optimizer):
         self._validate(group)
         if group["backend"] == "native" and group["params"]:
             self._choose_backend(group, group["params"])  # fail now, not at the first step
+        loose = group["params"]
+        if self.flat:
+            self._buckets.append([])
+            self._loose.append([])
+            self._flatten(len(self.param_groups) - 1)
+            loose = self._loose[-1]
+            if self.eager_state:
+                for b in self._buckets[-1]:
+                    b.create_state(self.state, self._maker(group))
         if self.eager_state:
-            for p in group["params"]:
+            for p in loose:
                 self.state[p] = self._init_state(group, p)
+
+    def _flatten(self, i: int) -> list[Bucket]:
+        """(Re)build the buckets of group ``i`` from its parameters where they are now,
+        adopting whatever state they have."""
+        group = self.param_groups[i]
+        buckets = self._buckets[i] = build(group["params"])
+        inside = {id(p) for b in buckets for p in b.params}
+        self._loose[i] = [p for p in group["params"] if id(p) not in inside]
+        for b in buckets:
+            b.adopt_state(self.state, self._maker(group))
+        return buckets
 
     def __setstate__(self, state: dict) -> None:
         # A state dict saved by torch.optim lacks gradwise's own keys: take them from defaults.
@@ -88,6 +115,35 @@ class Optimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+        # pickling keeps torch's three fields only: a copy steps per tensor (state views work)
+        if "_buckets" not in self.__dict__:
+            self.flat, self._buckets, self._loose = False, [], []
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for group, buckets in zip(self.param_groups, self._buckets, strict=False):
+            for b in buckets:  # the loaded state, copied into flat buffers
+                b.adopt_state(self.state, self._maker(group))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``; with flat storage the gradient buffers are zeroed instead
+        and the gradients stay views of them, whatever ``set_to_none`` says."""
+        if not self.flat:
+            return super().zero_grad(set_to_none)
+        for buckets, loose in zip(self._buckets, self._loose, strict=True):
+            for b in buckets:
+                b.grad.zero_()
+                if not b.intact():  # gradients replaced or parameters moved by other code
+                    for p in b.params:
+                        if p.grad is not None:
+                            _zero(p, set_to_none)
+            for p in loose:
+                if p.grad is not None:
+                    _zero(p, set_to_none)
+        return None
+
+    def _maker(self, group: dict) -> Callable[[Tensor], dict]:
+        return lambda flat: self._init_state(group, flat)
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -104,7 +160,10 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for i, group in enumerate(self.param_groups):
+            if self.flat:
+                self._step_flat(i, group)
+                continue
             params, grads = [], []
             for p in group["params"]:
                 if p.grad is not None:
@@ -113,6 +172,50 @@ class Optimizer(torch.optim.Optimizer):
             if params:
                 self._update(group, params, grads)
         return loss
+
+    def _step_flat(self, i: int, group: dict) -> None:
+        """One update of group ``i`` with flat storage: one kernel per bucket."""
+        loose = [p for p in self._loose[i] if p.grad is not None]
+        if loose:
+            self._update(group, loose, [p.grad for p in loose])
+        buckets = self._buckets[i]
+        if not all(b.intact() for b in buckets):
+            # Gradients set to None or replaced, or parameters moved: rebuild the buckets where
+            # the parameters now are (state included); a parameter without a gradient is
+            # skipped this step, as torch skips it.
+            skipped = {id(p) for b in buckets for p in b.params if p.grad is None}
+            buckets = self._flatten(i)
+            if skipped:
+                params = [p for b in buckets for p in b.params if id(p) not in skipped]
+                if params:
+                    self._update(group, params, [p.grad for p in params])
+                for b in buckets:  # the state, now partly or unevenly advanced, flat again
+                    b.adopt_state(self.state, self._maker(group))
+                return
+        for b in buckets:
+            if b.t is None:  # uneven state: per tensor
+                self._update(group, b.params, b.grads)
+                continue
+            if b.state is None:
+                b.create_state(self.state, self._maker(group))
+            self._update_bucket(group, b)
+
+    def _update_bucket(self, group: dict, b: Bucket) -> None:
+        assert b.state is not None and b.t is not None
+        backend = self._choose_backend(group, [b.param])
+        b.t += 1
+        state = dict(b.state)
+        if b.steps is not None:
+            b.steps.add_(1)
+            state["step"] = b.steps[0]  # every parameter's counter holds the same count
+        if backend == "native":
+            kernel = self._native(group, b.param.device)
+            assert kernel is not None
+            call_native(kernel, [b.param], [b.grad], [state])
+            return
+        columns = [[b.state[k]] for k in self._state_keys(group)]
+        RUNNERS[backend](type(self).rule, [b.param], [b.grad], columns,
+                         [self._scalars(group, float(b.t))], self._options(group))
 
     def _update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
         fresh: set[int] = set()
@@ -190,6 +293,19 @@ def _check_backend(group: dict) -> None:
     for flag in ("capturable", "differentiable"):
         if group.get(flag):
             raise ValueError(f"{flag}=True is not supported by gradwise; use torch.optim for it")
+
+
+def _zero(p: Tensor, set_to_none: bool) -> None:
+    """torch's ``zero_grad`` for one parameter."""
+    if set_to_none:
+        p.grad = None
+        return
+    assert p.grad is not None
+    if p.grad.grad_fn is not None:
+        p.grad.detach_()
+    else:
+        p.grad.requires_grad_(False)
+    p.grad.zero_()
 
 
 def _native_dtypes(params: list[Tensor]) -> bool:

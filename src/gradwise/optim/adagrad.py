@@ -45,12 +45,12 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
                  eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None,
-                 eps_inside=False, backend="auto"):
+                 eps_inside=False, backend="auto", flat=False):
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                         maximize=maximize, differentiable=differentiable, fused=fused,
                         eps_inside=eps_inside, backend=backend)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, flat=flat)
 
     def _validate(self, group):
         for key in ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"):

@@ -70,13 +70,13 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False,
-                 bias_correction=True, eps_inside=False, backend="auto"):
+                 bias_correction=True, eps_inside=False, backend="auto", flat=False):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=decoupled_weight_decay,
                         bias_correction=bias_correction, eps_inside=eps_inside, backend=backend)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, flat=flat)
 
     def _validate(self, group):
         for key in ("lr", "eps", "weight_decay"):
@@ -139,9 +139,9 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
                  differentiable=False, fused=None, bias_correction=True, eps_inside=False,
-                 backend="auto"):
+                 backend="auto", flat=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, bias_correction=bias_correction,
-                         eps_inside=eps_inside, backend=backend)
+                         eps_inside=eps_inside, backend=backend, flat=flat)

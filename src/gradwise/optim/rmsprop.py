@@ -63,12 +63,12 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False, *, eps_inside=False, backend="auto"):
+                 differentiable=False, *, eps_inside=False, backend="auto", flat=False):
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable,
                         eps_inside=eps_inside, backend=backend)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, flat=flat)
 
     def _validate(self, group):
         for key in ("lr", "eps", "momentum", "weight_decay"):

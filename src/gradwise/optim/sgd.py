@@ -73,12 +73,12 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
                  *, maximize=False, foreach=None, differentiable=False, fused=None,
-                 momentum_form="torch", backend="auto"):
+                 momentum_form="torch", backend="auto", flat=False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach,
                         differentiable=differentiable, fused=fused,
                         momentum_form=momentum_form, backend=backend)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, flat=flat)
 
     def _validate(self, group):
         number("lr", group["lr"], 0)
