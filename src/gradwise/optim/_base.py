@@ -177,7 +177,7 @@ class Optimizer(torch.optim.Optimizer):
         """One update of group ``i`` with flat storage: one kernel per bucket."""
         loose = [p for p in self._loose[i] if p.grad is not None]
         if loose:
-            self._update(group, loose, [p.grad for p in loose])
+            self._update(group, loose, _grads(loose))
         buckets = self._buckets[i]
         if not all(b.intact() for b in buckets):
             # Gradients set to None or replaced, or parameters moved: rebuild the buckets where
@@ -188,7 +188,7 @@ class Optimizer(torch.optim.Optimizer):
             if skipped:
                 params = [p for b in buckets for p in b.params if id(p) not in skipped]
                 if params:
-                    self._update(group, params, [p.grad for p in params])
+                    self._update(group, params, _grads(params))
                 for b in buckets:  # the state, now partly or unevenly advanced, flat again
                     b.adopt_state(self.state, self._maker(group))
                 return
@@ -293,6 +293,11 @@ def _check_backend(group: dict) -> None:
     for flag in ("capturable", "differentiable"):
         if group.get(flag):
             raise ValueError(f"{flag}=True is not supported by gradwise; use torch.optim for it")
+
+
+def _grads(params: list[Tensor]) -> list[Tensor]:
+    """The gradients of ``params``, every one of which has one."""
+    return [p.grad for p in params if p.grad is not None]
 
 
 def _zero(p: Tensor, set_to_none: bool) -> None:
