@@ -143,9 +143,13 @@ def run_fused(rule: Rule, params: list[Tensor], grads: list[Tensor],
     """Apply ``rule`` through a compiled kernel, one pass over memory per parameter."""
     names = tuple(scalars[0])
     kernel = _fused_kernel(rule, tuple(sorted(options.items())), names)
-    # torch.compile gives nn.Parameters static shapes (a recompile per shape); plain tensors that
-    # share their storage keep the kernel shape-generic.
-    params = [p.detach() for p in params]
+    # The kernel sees every tensor as 1-D (a conv weight beside a bias would otherwise be a new
+    # graph per mix of ranks) and as a plain tensor: torch.compile gives nn.Parameters static
+    # shapes, a recompile per shape.
+    rows = [_one_dim([p.detach(), g, *(s[i] for s in states)])
+            for i, (p, g) in enumerate(zip(params, grads, strict=True))]
+    params, grads = [r[0] for r in rows], [r[1] for r in rows]
+    states = [[r[2 + k] for r in rows] for k in range(len(states))]
     h = torch.tensor([[sc[n] for n in names] for sc in scalars], dtype=torch.float64)
     if params[0].device.type != "cpu":
         h = h.to(params[0].device, non_blocking=True)
@@ -154,6 +158,21 @@ def run_fused(rule: Rule, params: list[Tensor], grads: list[Tensor],
         end = start + size
         kernel(params[start:end], grads[start:end], [s[start:end] for s in states], h[start:end])
         start = end
+
+
+def _one_dim(tensors: list[Tensor]) -> list[Tensor]:
+    """``tensors`` (one parameter's: itself, its gradient, its state) as 1-D views in memory
+    order where they share one dense layout (contiguous or, say, channels-last); else as
+    they are (an elementwise rule pairs elements by index, so the layouts must agree)."""
+    if all(t.is_contiguous() for t in tensors):
+        return [t.view(-1) for t in tensors]
+    first = tensors[0]
+    strides = first.stride()
+    order = sorted(range(first.dim()), key=lambda d: -strides[d])
+    views = [t.permute(order) for t in tensors]
+    if all(v.is_contiguous() for v in views):
+        return [v.view(-1) for v in views]
+    return tensors
 
 
 def _same_scalars(scalars: Sequence[dict]) -> list[list[int]]:
