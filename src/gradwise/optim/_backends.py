@@ -146,7 +146,7 @@ def run_fused(rule: Rule, params: list[Tensor], grads: list[Tensor],
     # The kernel sees every tensor as 1-D (a conv weight beside a bias would otherwise be a new
     # graph per mix of ranks) and as a plain tensor: torch.compile gives nn.Parameters static
     # shapes, a recompile per shape.
-    rows = [_one_dim([p.detach(), g, *(s[i] for s in states)])
+    rows = [_one_dim([p, g, *(s[i] for s in states)])
             for i, (p, g) in enumerate(zip(params, grads, strict=True))]
     params, grads = [r[0] for r in rows], [r[1] for r in rows]
     states = [[r[2 + k] for r in rows] for k in range(len(states))]
@@ -161,18 +161,18 @@ def run_fused(rule: Rule, params: list[Tensor], grads: list[Tensor],
 
 
 def _one_dim(tensors: list[Tensor]) -> list[Tensor]:
-    """``tensors`` (one parameter's: itself, its gradient, its state) as 1-D views in memory
-    order where they share one dense layout (contiguous or, say, channels-last); else as
-    they are (an elementwise rule pairs elements by index, so the layouts must agree)."""
+    """``tensors`` (one parameter's: itself, its gradient, its state) as 1-D aliases in memory
+    order where they share one dense layout (contiguous or, say, channels-last); else as they
+    are (an elementwise rule pairs elements by index, so the layouts must agree). Detached, so
+    that none is a view: dynamo would guard on a view's base, its rank included."""
     if all(t.is_contiguous() for t in tensors):
-        return [t.view(-1) for t in tensors]
-    first = tensors[0]
-    strides = first.stride()
-    order = sorted(range(first.dim()), key=lambda d: -strides[d])
+        return [t.view(-1).detach() for t in tensors]
+    strides = tensors[0].stride()
+    order = sorted(range(len(strides)), key=lambda d: -strides[d])
     views = [t.permute(order) for t in tensors]
     if all(v.is_contiguous() for v in views):
-        return [v.view(-1) for v in views]
-    return tensors
+        return [v.view(-1).detach() for v in views]
+    return [t.detach() for t in tensors]
 
 
 def _same_scalars(scalars: Sequence[dict]) -> list[list[int]]:
