@@ -99,10 +99,13 @@ def plan_members(seconds: float, epoch_seconds: float, run_overhead: float, min_
         if m > 1:
             why = (f"{m} runs of {n} epochs fit the phase's {seconds:.0f} s at {e:.2f} s an "
                    f"epoch (each at least {min_epochs} epochs)")
+        elif seconds <= MIN_MEMBERS * o:
+            why = (f"the phase's {max(0.0, seconds):.0f} s do not hold {MIN_MEMBERS} runs' fixed "
+                   f"cost of {o:.1f} s each: one run of {max(1, n)} epochs")
         else:
             why = (f"{MIN_MEMBERS} runs would get {max(0, fitted(MIN_MEMBERS))} epochs each, "
                    f"fewer than the {min_epochs} a member needs, in the phase's {seconds:.0f} s "
-                   f"at {e:.2f} s an epoch: one run of {n} epochs instead")
+                   f"at {e:.2f} s an epoch: one run of {max(1, n)} epochs instead")
     return {**base, "members": m, "epochs": max(1, n), "reason": why}
 
 
