@@ -275,3 +275,15 @@ def test_a_kill_in_the_ensemble_keeps_the_finished_runs(recipe, tmp_path):
         assert summary["ensemble"][key] == reference["ensemble"][key], key
         assert [m[key] for m in summary["ensemble"]["members"]] == [
             m[key] for m in reference["ensemble"]["members"]], key
+
+
+def test_split_seed_keeps_one_validation_split_across_seeds():
+    raw = {"data": "digits", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}}
+    a = Trainer({**raw, "seed": 0}, quiet=True)
+    b = Trainer({**raw, "seed": 1, "data": {"source": "digits", "split_seed": 0}}, quiet=True)
+    c = Trainer({**raw, "seed": 1}, quiet=True)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(a.data, f"x_{split}"), getattr(b.data, f"x_{split}"))
+        assert torch.equal(getattr(a.data, f"y_{split}"), getattr(b.data, f"y_{split}"))
+    assert not torch.equal(a.data.y_val, c.data.y_val)      # without it, the seed moves it
+    assert not torch.equal(next(a.model.parameters()), next(b.model.parameters()))
