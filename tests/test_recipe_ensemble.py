@@ -287,3 +287,20 @@ def test_split_seed_keeps_one_validation_split_across_seeds():
         assert torch.equal(getattr(a.data, f"y_{split}"), getattr(b.data, f"y_{split}"))
     assert not torch.equal(a.data.y_val, c.data.y_val)      # without it, the seed moves it
     assert not torch.equal(next(a.model.parameters()), next(b.model.parameters()))
+
+
+def test_runs_that_no_longer_fit_are_dropped(tmp_path):
+    """The first run's measured time decides the rest: with the phase's time spent by it, the
+    two planned members are dropped (the plan says so) and nothing of them is written."""
+    raw = {"data": "digits", "model": {"name": "mlp", "hidden": [16]}, "seed": 0,
+           "optimizer": {"name": "adamw", "lr": 3e-3}, "train": {"epochs": 1}}
+    plan = E.runs_plan(raw, {"members": 3, "epochs": 1, "reason": "3 runs asked for"})
+    said: list[str] = []
+    recipe = type("R", (), {"out": tmp_path, "quiet": True, "_say": staticmethod(said.append)})
+    plan, summaries = E.train_runs(recipe, plan, time.time() + 0.05)
+    assert plan["members"] == 1 and plan["seeds"] == [0] and len(summaries) == 1
+    assert re.search(r"then run 1 took \d+ s, so 0 of the 2 runs after it fit: 1 run$",
+                     plan["reason"])
+    assert json.loads((tmp_path / "final_plan.json").read_text()) == plan
+    assert (tmp_path / "final" / "summary.json").is_file()
+    assert not (tmp_path / "ensemble").exists()

@@ -306,7 +306,8 @@ class Recipe:
                   f"the weights, {runs} run{'s' * (runs > 1)}"
                   + (f" (seeds {', '.join(map(str, plan['seeds']))}) for a seed ensemble"
                      if runs > 1 else "") + f": {plan['reason']}")
-        summaries = E.train_runs(self, plan, deadline)
+        plan, summaries = E.train_runs(self, plan, deadline)
+        runs = len(plan["seeds"])
         result = E.evaluate_runs(self, plan, summaries)
         chosen = result["ensemble"] if result["headline"] == "ensemble" else result["single"]
         self._say(f"      chosen on validation: the {result['headline']} "
@@ -340,6 +341,9 @@ class Recipe:
             overhead = FINAL_OVERHEAD + 2 * speed["finish_seconds"]
             decision = E.plan_members(allotted - (time.perf_counter() - start), epoch,
                                       overhead, min_epochs, epochs=fixed, members=members)
+            # what the evaluation at the end takes: each run's validation and test pass
+            decision["evaluation_seconds"] = round(decision["members"]
+                                                   * speed["finish_seconds"], 3)
         plan = E.runs_plan(raw, decision)
         raw["train"]["epochs"] = plan["epochs"]
         _io.write_text(self.out / "best.yaml", _best_header(self) + dump(validate(raw)))

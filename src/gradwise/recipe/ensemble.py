@@ -19,9 +19,11 @@ validation split for all of them, so that validation can compare the ensemble wi
 model.
 
 **The runs**: ``final/`` (the configuration's own seed) then the seed group ``ensemble/``
-(``seed-K/`` per other member, :mod:`gradwise.train.seeds`), each under a deadline that gives it
-an even share of the phase's time left; on ``--resume`` a finished run is kept, an interrupted
-one continues from its last checkpoint.
+(``seed-K/`` per other member, :mod:`gradwise.train.seeds`). The first may use the whole
+phase; its measured time then decides how many of the others still fit (those that do not
+are dropped: the plan may end with 2 runs, or 1), and each of them runs under a deadline that
+gives it an even share of the time left. On ``--resume`` a finished run is kept, an
+interrupted one continues from its last checkpoint.
 
 **The evaluation** (:func:`evaluate_runs`): each run contributes the weights its own validation
 chose (live or EMA). First the validation set: each run's softmax ``p_m``, the ensemble's
@@ -131,38 +133,68 @@ def until(deadline: float) -> Callable[[Trainer, dict], None]:
     return in_time
 
 
-def train_runs(recipe: Recipe, plan: dict, deadline: float) -> list[dict]:
-    """Train the planned runs (kept when finished, continued when interrupted), each within an
-    even share of the time left to ``deadline``; returns their summaries."""
-    seeds: list[int] = plan["seeds"]
-    folders = run_folders(recipe.out, seeds)
-    summaries = []
-    for index, (seed, folder) in enumerate(zip(seeds, folders, strict=True)):
-        share = time.time() + (deadline - time.time()) / (len(seeds) - index)
+def train_runs(recipe: Recipe, plan: dict, deadline: float) -> tuple[dict, list[dict]]:
+    """Train the planned runs (kept when finished, continued when interrupted): the first
+    within the phase's time, each later one within an even share of the time left to
+    ``deadline``. After each run it trains, the runs still to come that would not fit at that
+    run's measured time are dropped (the plan in ``final_plan.json`` says so). Returns the plan
+    as it ends and the runs' summaries."""
+    deadline -= plan.get("evaluation_seconds") or 0.0   # kept for the evaluation
+    summaries: list[dict] = []
+    index = 0
+    while index < len(plan["seeds"]):
+        seeds: list[int] = plan["seeds"]
+        seed, folder = seeds[index], run_folders(recipe.out, seeds)[index]
         done = RunDir(folder).read_summary() if folder.is_dir() else None
         if done is not None:
             recipe._say(f"      run {index + 1}/{len(seeds)} (seed {seed}): finished before, "
                         "kept")
             summaries.append(done)
+            index += 1
             continue
         recipe._say(f"      run {index + 1}/{len(seeds)} (seed {seed}) into "
                     f"{folder.relative_to(recipe.out)}")
+        started = time.perf_counter()
+        share = deadline if index == 0 else (
+            time.time() + (deadline - time.time()) / (len(seeds) - index))
         if index == 0:
             resume = (folder / RunDir.CONFIG).is_file()
             trainer = Trainer(plan["config"], folder, quiet=recipe.quiet,
                               callbacks=[until(share)])
             summaries.append(trainer.fit(resume=resume))
-            continue
-        group = recipe.out / GROUP
-        config = validate(member_config(plan["config"]))
-        if not (group / SEEDS_FILE).is_file():
-            start_group(config, seeds[1:], group)
-        elif read_seeds(group) != seeds[1:]:
-            raise UserError(f"{str(group)!r} holds other seeds than the recipe's plan "
+        else:
+            group = recipe.out / GROUP
+            config = validate(member_config(plan["config"]))
+            if not (group / SEEDS_FILE).is_file():
+                start_group(config, seeds[1:], group)
+            elif read_seeds(group) != seeds[1:]:
+                raise UserError(f"{str(group)!r} holds other seeds than the recipe's plan "
                                 f"({read_seeds(group)} vs {seeds[1:]})")
-        summaries.append(train_member(config, group, seed, quiet=recipe.quiet, say=False,
-                                      callbacks=[until(share)]))
-    return summaries
+            summaries.append(train_member(config, group, seed, quiet=recipe.quiet, say=False,
+                                          callbacks=[until(share)]))
+        took = time.perf_counter() - started
+        more = len(seeds) - index - 1
+        fit = math.floor(max(0.0, deadline - time.time()) / max(took, 1e-9))
+        if fit < more:
+            plan = _drop_runs(recipe, plan, index + 1 + fit,
+                              f"run {index + 1} took {took:.0f} s, so {fit} of the "
+                              f"{more} runs after it fit")
+        index += 1
+    return plan, summaries
+
+
+def _drop_runs(recipe: Recipe, plan: dict, keep: int, why: str) -> dict:
+    """``plan`` with its first ``keep`` runs only (``final_plan.json`` and the group's seeds
+    rewritten), ``why`` added to its reason."""
+    seeds = plan["seeds"][:keep]
+    plan = {**plan, "seeds": seeds, "members": keep,
+            "reason": f"{plan['reason']}; then {why}: {keep} run{'s' * (keep > 1)}"}
+    recipe._say(f"      {why}: {keep} run{'s' * (keep > 1)} in all")
+    group = recipe.out / GROUP
+    if keep > 1 and (group / SEEDS_FILE).is_file():
+        _io.write_json(group / SEEDS_FILE, {"seeds": seeds[1:]})
+    _io.write_json(recipe.out / "final_plan.json", plan)
+    return plan
 
 
 def _chosen_weights(trainer: Trainer, folder: Path, summary: dict) -> tuple[str, dict]:
@@ -252,11 +284,12 @@ def evaluate_runs(recipe: Recipe, plan: dict, summaries: list[dict]) -> dict:
 def runs_plan(raw: dict, decision: dict) -> dict:
     """The final phase's runs for the final configuration ``raw`` and a :func:`plan_members`
     ``decision``: their seeds (``raw``'s seed first, then the next ones) and their config
-    (``raw`` with the decided ``train.epochs`` and the test set off: :func:`evaluate_runs`
-    reads it, once)."""
+    (``raw`` with the decided ``train.epochs``, checkpoints on, and the test set off:
+    :func:`evaluate_runs` reads it, once)."""
     runs = dict(raw)
     runs["train"] = {**raw["train"], "epochs": decision["epochs"]}
     runs["evaluate"] = {**raw.get("evaluate", {}), "test": False}
+    runs["train"]["checkpoint"] = True   # the evaluation reads each run's weights
     first = int(raw.get("seed", 0))
     seeds = [(first + k) % (MAX_SEED + 1) for k in range(decision["members"])]
     return {**decision, "seeds": seeds, "config": validate(runs).model_dump(mode="json")}
