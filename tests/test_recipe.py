@@ -364,8 +364,9 @@ def test_the_page_opens_without_console_errors(reference, page):
     page.goto((out / "report.html").as_uri())
     loaded = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth)")
     assert len(loaded) >= 5 and all(loaded)   # classes, LR curve, scatter, ranges, curves
-    for sid in ("time", "data", "sanity", "lr-find", "search", "final", "config"):
+    for sid in ("time", "data", "sanity", "lr-find", "search", "final", "ensemble", "config"):
         assert page.locator(f"section#{sid}").is_visible()
+    assert "No ensemble: 1 run asked for (members=1)" in page.inner_text("section#ensemble")
     assert "Wilson" in page.inner_text("header")
     assert page.errors == []
 
