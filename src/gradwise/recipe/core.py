@@ -328,7 +328,7 @@ class Recipe:
         raw = self.final_config()
         stored = _read_json(self.out / "plan.json")
         fixed, members = stored.get("final_epochs"), stored.get("members")
-        min_epochs = max(E.MIN_EPOCHS, 2 * self.searched_epochs())
+        min_epochs = max(E.MIN_EPOCHS, self.searched_epochs())
         if fixed is not None and members is not None:   # nothing to time
             decision = E.plan_members(allotted, 0.0, 0.0, min_epochs, epochs=fixed,
                                       members=members)

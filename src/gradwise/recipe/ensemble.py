@@ -9,8 +9,8 @@ their training within that time, and the one evaluation of the test set.
     E(M) = floor((S - M o) / (1.05 M e))
 
 The recipe takes the largest ``M`` from 5 down to 3 whose ``E(M)`` is at least ``min_epochs``
-(twice the epochs of the search stage that chose the configuration, at least 5: a member
-should train well past the length the configuration was judged at); when none is, one run of
+(the epochs of the search stage that chose the configuration, at least 5: each member trains
+at least as long as the trial whose validation accuracy chose it); when none is, one run of
 ``E(1)`` epochs and no ensemble. A 2-member ensemble is never planned: it halves each run for
 the smallest of the gains. With ``final_epochs`` fixed, ``M = floor(S / (1.05 E e + o))`` runs
 (at most 5; fewer than 3 is one run). The runs differ in their ``seed`` only (the
