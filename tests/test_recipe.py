@@ -52,7 +52,7 @@ SCRIPT = textwrap.dedent(f"""\
     import sys
     from gradwise.recipe import run
     run("digits", "10m", sys.argv[1], resume=sys.argv[2] == "resume", stages={STAGES!r},
-        final_epochs={FINAL_EPOCHS})
+        final_epochs={FINAL_EPOCHS}, members=1)
 """)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -249,9 +249,14 @@ def test_phases_run_in_order_and_leave_their_files(reference):
     summary = json.loads((out / "summary.json").read_text())
     final = json.loads((out / "final" / "summary.json").read_text())
     assert summary["status"] == "finished"
-    assert summary["test_accuracy"] == final["test_accuracy"] > 0.9
+    # one run (members=1): the headline is the single run's, read after its training ended
+    assert summary["ensemble"] == {"built": False, "reason": "1 run asked for (members=1)"}
+    assert summary["headline"] == "single" and not (out / "ensemble").exists()
+    assert summary["test_accuracy"] == summary["single"]["test_accuracy"] > 0.9
+    assert math.isnan(final["test_accuracy"])   # the run itself never read the test set
+    assert summary["test_accuracy_from"] == final["test_accuracy_from"]
     n = summary["test_size"]
-    expected = binomtest(round(final["test_accuracy"] * n), n).proportion_ci(method="wilson")
+    expected = binomtest(round(summary["test_accuracy"] * n), n).proportion_ci(method="wilson")
     assert summary["test_accuracy_ci95"] == pytest.approx([expected.low, expected.high])
     assert set(summary["phase_seconds"]) == set(PHASES)
     assert summary["wall_seconds"] == pytest.approx(sum(summary["phase_seconds"].values()),
@@ -313,8 +318,10 @@ def test_kill_in_the_final_training_then_resume(reference, tmp_path):
     final = json.loads((out / "final" / "summary.json").read_text())
     expected = json.loads((reference[0] / "final" / "summary.json").read_text())
     assert final["epochs"] == FINAL_EPOCHS
-    for key in ("test_accuracy", "val_accuracy", "train_loss", "test_accuracy_from"):
+    for key in ("val_accuracy", "train_loss", "test_accuracy_from"):
         assert final[key] == expected[key], key
+    assert (json.loads((out / "summary.json").read_text())["test_accuracy"]
+            == json.loads((reference[0] / "summary.json").read_text())["test_accuracy"])
     assert (out / "best.yaml").read_text() == (reference[0] / "best.yaml").read_text().replace(
         str(reference[0]), str(out))
 
@@ -357,8 +364,9 @@ def test_the_page_opens_without_console_errors(reference, page):
     page.goto((out / "report.html").as_uri())
     loaded = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth)")
     assert len(loaded) >= 5 and all(loaded)   # classes, LR curve, scatter, ranges, curves
-    for sid in ("time", "data", "sanity", "lr-find", "search", "final", "config"):
+    for sid in ("time", "data", "sanity", "lr-find", "search", "final", "ensemble", "config"):
         assert page.locator(f"section#{sid}").is_visible()
+    assert "No ensemble: 1 run asked for (members=1)" in page.inner_text("section#ensemble")
     assert "Wilson" in page.inner_text("header")
     assert page.errors == []
 

@@ -85,6 +85,8 @@ class DataConfig(_Strict):
                                       "relabelled 0..K-1 in the order given")
     per_class: Int | None = Field(None, ge=1, description="train on a seeded subsample of N "
                                   "examples of each class")
+    split_seed: Int | None = Field(None, ge=0, le=MAX_SEED, description="the seed of the "
+                                   "carved validation split and the subsets (default: seed)")
 
     @field_validator("classes")
     @classmethod

@@ -12,12 +12,17 @@ The folder (claimed as a ``recipe``)::
     plan.json        the search plan: base config, space, stages (fixed once, for resume)
     search/          the coarse and fine stages (a gradwise search folder: study.db ...)
     best.yaml        the final configuration, for gradwise train
+    final_plan.json  the final phase's runs: how many, their epochs and seeds, and why
     final/           the final training run (a gradwise run folder)
+    ensemble/        the other runs of a seed ensemble (a gradwise seed group), if planned
+    evaluation.json  the single run's and the ensemble's val/test scores, the headline's choice
     summary.json     test accuracy with its 95% Wilson interval, the configuration, times
     report.html      the whole story on one page
 
-The test split is read once, by the final run's last evaluation: the trials run with
-``evaluate.test: false``, the sanity check and the LR range test use training data only.
+The test split is read once, at the end of the final phase, by :mod:`.ensemble`'s evaluation,
+after validation chose between the single run and the ensemble: the trials and the final
+phase's runs train with ``evaluate.test: false``, the sanity check and the LR range test use
+training data only.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from ..search.storage import open_storage
 from ..search.study import MAX_WORKERS
 from ..train import Trainer, lr_find, sanity_check
 from . import budget as B
+from . import ensemble as E
 from .look import base_config, fixed_keys, look_at_data, read_base, search_space
 from .plan import spec_of
 
@@ -69,7 +75,9 @@ class Recipe:
     ``time.time()``; default now; the command line passes its process's start). ``stages``
     (``[{name, trials, epochs, top_k}, ...]``, coarse then fine) and ``final_epochs`` fix the
     search's stages and the final run's length instead of fitting them to the budget (a
-    reproducible recipe; the deadlines still apply). Example::
+    reproducible recipe; the deadlines still apply); ``members`` fixes the number of runs of
+    the final configuration (1: no ensemble; default: as many as the final phase's time holds,
+    :func:`.ensemble.plan_members`). Example::
 
         summary = Recipe("digits", "1m", "runs/recipe-digits").run()
         summary["test_accuracy"], summary["test_accuracy_ci95"]
@@ -79,7 +87,8 @@ class Recipe:
                  out: str | Path | None = None, *, workers: int = 1, storage: str | None = None,
                  resume: bool = False, config: str | Path | None = None, quiet: bool = False,
                  stream: IO[str] | None = None, started: float | None = None,
-                 stages: list[dict] | None = None, final_epochs: int | None = None):
+                 stages: list[dict] | None = None, final_epochs: int | None = None,
+                 members: int | None = None):
         began = time.perf_counter() - (0.0 if started is None else max(0.0, time.time() - started))
         self.stream = stream or sys.stderr
         self.quiet = quiet
@@ -92,6 +101,8 @@ class Recipe:
         self.fixed_stages = _checked_stages(stages)
         self.final_epochs = None if final_epochs is None else _checks.integer(
             "final_epochs", final_epochs, 1)
+        self.members = None if members is None else _checks.integer("members", members, 1,
+                                                                    E.MAX_MEMBERS)
         self.resume = resume
         request = self._stored_request() if resume else None
         if request is not None:
@@ -255,7 +266,7 @@ class Recipe:
                        "top_k": min(3, f_trials)}]
         return {"name": self.name, "base": _trial_raw(self.base_raw),
                 "space": space.to_json(), "stages": stages, "speed": speed,
-                "final_epochs": self.final_epochs}
+                "final_epochs": self.final_epochs, "members": self.members}
 
     def spec(self) -> SearchSpec | None:
         """The search of ``plan.json`` (None: nothing to search)."""
@@ -289,33 +300,69 @@ class Recipe:
         return self._search(1, deadline)
 
     def _final(self, deadline: float, allotted: float) -> dict:
-        folder = self.out / "final"
-        if (folder / RunDir.CONFIG).is_file():
-            config = RunDir.open(folder).config_path  # the config it started with
-            raw = validate(read_yaml(config)).model_dump(mode="json")
+        plan = self._final_plan(allotted)
+        runs = len(plan["seeds"])
+        self._say(f"      {plan['epochs']} epochs of the chosen configuration with an EMA of "
+                  f"the weights, {runs} run{'s' * (runs > 1)}"
+                  + (f" (seeds {', '.join(map(str, plan['seeds']))}) for a seed ensemble"
+                     if runs > 1 else "") + f": {plan['reason']}")
+        plan, summaries = E.train_runs(self, plan, deadline)
+        runs = len(plan["seeds"])
+        result = E.evaluate_runs(self, plan, summaries)
+        chosen = result["ensemble"] if result["headline"] == "ensemble" else result["single"]
+        self._say(f"      chosen on validation: the {result['headline']} "
+                  f"({result['why']}); test accuracy {100 * chosen['test_accuracy']:.2f}%")
+        return {"test_accuracy": chosen["test_accuracy"], "headline": result["headline"],
+                "runs": runs, "epochs": summaries[0]["epochs"],
+                "stop_reason": summaries[0]["stop_reason"]}
+
+    def _final_plan(self, allotted: float) -> dict:
+        """The final phase's runs (``final_plan.json``, fixed once, for resume): the final
+        configuration, the number of runs and their epochs (:func:`.ensemble.plan_members`,
+        from the phase's time and an epoch of the configuration timed now), their seeds; and
+        ``best.yaml``."""
+        path = self.out / "final_plan.json"
+        if path.is_file():
+            return _read_json(path)
+        start = time.perf_counter()
+        raw = self.final_config()
+        stored = _read_json(self.out / "plan.json")
+        fixed, members = stored.get("final_epochs"), stored.get("members")
+        min_epochs = max(E.MIN_EPOCHS, self.searched_epochs())
+        if fixed is not None and members is not None:   # nothing to time
+            decision = E.plan_members(allotted, 0.0, 0.0, min_epochs, epochs=fixed,
+                                      members=members)
+            decision.update(epoch_seconds=None, run_overhead=None)
         else:
-            raw = self.final_config(allotted)
-            _io.write_text(self.out / "best.yaml", _best_header(self) + dump(validate(raw)))
-        self._say(f"      {raw['train']['epochs']} epochs of the chosen configuration "
-                  f"with an EMA of the weights")
+            # timed now, at this moment's speed: an epoch, the EMA's validation pass, and the
+            # last evaluations (train, validation; the test pass at the end)
+            speed = calibrate(raw)
+            epoch = speed["epoch_seconds"] + speed["eval_seconds"]
+            overhead = FINAL_OVERHEAD + 2 * speed["finish_seconds"]
+            decision = E.plan_members(allotted - (time.perf_counter() - start), epoch,
+                                      overhead, min_epochs, epochs=fixed, members=members)
+            # what the evaluation at the end takes: each run's validation and test pass
+            decision["evaluation_seconds"] = round(decision["members"]
+                                                   * speed["finish_seconds"], 3)
+        plan = E.runs_plan(raw, decision)
+        raw["train"]["epochs"] = plan["epochs"]
+        _io.write_text(self.out / "best.yaml", _best_header(self) + dump(validate(raw)))
+        _io.write_json(path, plan)
+        return plan
 
-        def in_time(trainer: Trainer, record: dict) -> None:
-            per_epoch = record["elapsed_seconds"] / max(record["epoch"], 1)
-            if (record["epoch"] < trainer.config.train.epochs
-                    and time.time() + per_epoch > deadline):
-                trainer.stop(f"time budget: stopped after epoch {record['epoch']} of "
-                             f"{trainer.config.train.epochs}")
+    def searched_epochs(self) -> int:
+        """The epochs of the search stage whose best trial is the final configuration (0: none
+        searched)."""
+        stages = _read_json(self.out / "plan.json").get("stages") or []
+        for index, name in ((1, "fine"), (0, "coarse")):
+            if (self.phases.get(name) or {}).get("best") and index < len(stages):
+                return int(stages[index]["epochs"])
+        return 0
 
-        trainer = Trainer(raw, folder, quiet=self.quiet, callbacks=[in_time])
-        summary = trainer.fit(resume=(folder / RunDir.CONFIG).is_file())
-        ensemble = ensemble_step(self, summary)
-        return {"test_accuracy": summary["test_accuracy"], "epochs": summary["epochs"],
-                "stop_reason": summary["stop_reason"], "ensemble": ensemble}
-
-    def final_config(self, allotted: float) -> dict:
-        """The final run's config: the search's best trial (or the base when nothing was
-        searched or no trial finished) with the test split on, the monitor on, an EMA, and
-        the epochs that fit ``allotted`` seconds at the speed a few of its steps take now."""
+    def final_config(self) -> dict:
+        """The final configuration: the search's best trial (or the base when nothing was
+        searched or no trial finished) with the test split on, the monitor on and an EMA (its
+        ``train.epochs`` is set by :meth:`_final_plan`)."""
         plan = _read_json(self.out / "plan.json")
         best = (self.phases.get("fine") or {}).get("best") \
             or (self.phases.get("coarse") or {}).get("best")
@@ -326,17 +373,7 @@ class Recipe:
             raw = copy.deepcopy(plan["base"])
         raw["average"] = copy.deepcopy(FINAL_AVERAGE)
         raw["name"] = self.name
-        epochs = plan.get("final_epochs")
-        if epochs is None:
-            # timed now, at this moment's speed: an epoch, the EMA's validation pass, and the
-            # last evaluations of both models
-            start = time.perf_counter()
-            speed = calibrate(raw)
-            epoch = speed["epoch_seconds"] + speed["eval_seconds"]
-            overhead = (FINAL_OVERHEAD + 2 * speed["finish_seconds"]
-                        + time.perf_counter() - start)
-            epochs = _clamp(math.floor((allotted - overhead) / (1.05 * epoch)), 1, 10_000)
-        raw["train"]["epochs"] = epochs
+        raw["train"]["epochs"] = plan.get("final_epochs") or 1
         raw["evaluate"] = {**raw.get("evaluate", {}), "test": True}
         raw["train"]["monitor_every"] = 50
         return raw
@@ -354,16 +391,28 @@ class Recipe:
             "status": status, "stop_reason": stop_reason, "data": self.data,
             "budget_seconds": self.budget, "family": self.facts["family"],
             "modality": self.facts["modality"]}
-        if final is not None:
-            n = self.facts["sizes"]["test"]
-            accuracy = final["test_accuracy"]
+        evaluation = _read_optional(self.out / "evaluation.json") \
+            if status == "finished" else None
+        if final is not None and evaluation is not None:
+            n = evaluation["test_examples"]
+            single = evaluation["single"]
+            ensemble = evaluation["ensemble"]
+            chosen = ensemble if evaluation["headline"] == "ensemble" else single
+            accuracy = chosen["test_accuracy"]
             low, high = B.wilson_interval(round(accuracy * n), n)
+            plan = _read_json(self.out / "final_plan.json")
             summary.update({
                 "test_accuracy": accuracy, "test_accuracy_ci95": [low, high],
                 "ci_method": "Wilson score interval, 95%", "test_size": n,
-                "test_accuracy_from": final.get("test_accuracy_from", "live"),
-                "val_accuracy": final["val_accuracy"], "epochs": final["epochs"],
-                "final_stop_reason": final["stop_reason"],
+                "test_loss": chosen["test_loss"],
+                "test_accuracy_from": "ensemble" if chosen is ensemble else single["weights"],
+                "headline": evaluation["headline"], "headline_why": evaluation["why"],
+                "val_accuracy": chosen["val_accuracy"], "single": single,
+                "ensemble": ({"built": False, "reason": plan["reason"]} if ensemble is None
+                             else {"built": True, "kind": "seeds", "reason": plan["reason"],
+                                   "epochs": plan["epochs"], **ensemble,
+                                   "members": evaluation["members"]}),
+                "epochs": final["epochs"], "final_stop_reason": final["stop_reason"],
                 "diagnosis": (final.get("diagnosis") or {}).get("label")})
         if (self.out / "best.yaml").is_file():
             summary["config"] = read_yaml(self.out / "best.yaml")
@@ -388,18 +437,11 @@ class Recipe:
         return summary
 
 
-def ensemble_step(recipe: Recipe, final: dict) -> dict | None:
-    """Where a snapshot or seed ensemble of the final configuration plugs in, after the final
-    run and before the report, with the time the final phase has left. It returns what the
-    report and summary should show of it (None: no ensemble). The final run already averages
-    its weights (an EMA, ``average:``); no ensemble is built yet."""
-    return None
-
-
 def run(data: str, budget: str | float | None = "10m", out: str | Path | None = None, *,
         workers: int = 1, storage: str | None = None, resume: bool = False,
         config: str | Path | None = None, quiet: bool = False,
-        stages: list[dict] | None = None, final_epochs: int | None = None) -> dict:
+        stages: list[dict] | None = None, final_epochs: int | None = None,
+        members: int | None = None) -> dict:
     """The whole procedure on ``data`` within ``budget``; returns the summary (also
     ``OUT/summary.json``). The Python equivalent of ``gradwise recipe``. A failing sanity
     check raises :class:`SanityFailed` (its ``summary`` says why).
@@ -407,7 +449,8 @@ def run(data: str, budget: str | float | None = "10m", out: str | Path | None = 
     >>> summary = run("digits", "1m", "runs/recipe-digits")   # doctest: +SKIP
     """
     return Recipe(data, budget, out, workers=workers, storage=storage, resume=resume,
-                  config=config, quiet=quiet, stages=stages, final_epochs=final_epochs).run()
+                  config=config, quiet=quiet, stages=stages, final_epochs=final_epochs,
+                  members=members).run()
 
 
 def calibrate(raw: dict, steps: int = 8, warmup: int = 2) -> dict:

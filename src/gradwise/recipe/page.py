@@ -56,6 +56,12 @@ def render(out: Path, summary: dict, times: Callable[[dict], None] | None = None
         add("final", "Final training", "The chosen configuration trained for the rest of the "
             "budget with an exponential moving average of the weights; the test set is read "
             "once, at the very end.", final)
+    ensemble = _ensemble_html(summary)
+    if ensemble:
+        add("ensemble", "Ensemble", "Where the final phase's time held several runs of the "
+            "chosen configuration, they differ in their seed only (one validation split); the "
+            "ensemble averages their softmax outputs. Validation chooses the headline; the test "
+            "set is read once, after that choice.", ensemble)
     if (out / "best.yaml").is_file():
         add("config", "Final configuration", "best.yaml: the final run's config; "
             "gradwise train best.yaml trains it again.",
@@ -65,7 +71,7 @@ def render(out: Path, summary: dict, times: Callable[[dict], None] | None = None
     add("time", "Time per phase", "The budget's split (share and allotted seconds: the "
         "seconds left when the phase started, shared out in proportion to the shares of the "
         "phases still to come) against the time each phase took.", _time_html(summary))
-    order = ["time", "data", "sanity", "lr-find", "search", "final", "config"]
+    order = ["time", "data", "sanity", "lr-find", "search", "final", "ensemble", "config"]
     sections.sort(key=lambda s: order.index(s[0]))
     body = [_header(summary), page.nav([(sid, title) for sid, title, _ in sections])]
     body += [html for _, _, html in sections]
@@ -77,7 +83,9 @@ def _header(summary: dict) -> str:
     status = summary.get("status", "?")
     if status == "finished":
         low, high = summary.get("test_accuracy_ci95") or (math.nan, math.nan)
-        headline = (f"test accuracy {page.fmt_percent(summary.get('test_accuracy'))} "
+        source = (f"the {len((summary.get('ensemble') or {}).get('members') or [])}-run "
+                  "ensemble's " if summary.get("headline") == "ensemble" else "")
+        headline = (f"{source}test accuracy {page.fmt_percent(summary.get('test_accuracy'))} "
                     f"(95% Wilson interval {page.fmt_percent(low)} to "
                     f"{page.fmt_percent(high)}, {page.fmt_number(summary.get('test_size'))} "
                     "test examples)")
@@ -196,12 +204,15 @@ def _final_html(out: Path, summary: dict) -> str:
     parts = []
     s = run.summary or {}
     if s:
-        low, high = summary.get("test_accuracy_ci95") or (math.nan, math.nan)
-        rows = [("Test accuracy", page.e(page.fmt_percent(s.get("test_accuracy")))),
+        single = summary.get("single") or {}
+        n = summary.get("test_size") or 0
+        low, high = B.wilson_interval(round(single["test_accuracy"] * n), n) \
+            if n and "test_accuracy" in single else (math.nan, math.nan)
+        rows = [("Test accuracy", page.e(page.fmt_percent(single.get("test_accuracy")))),
                 ("95% interval (Wilson score)", page.e(f"{page.fmt_percent(low)} to "
                                                         f"{page.fmt_percent(high)}")),
-                ("From", page.e(s.get("test_accuracy_from", "live"))),
-                ("Validation accuracy", page.e(page.fmt_percent(s.get("val_accuracy")))),
+                ("Weights (chosen on validation)", page.e(single.get("weights", "live"))),
+                ("Validation accuracy", page.e(page.fmt_percent(single.get("val_accuracy")))),
                 ("Train accuracy", page.e(page.fmt_percent(s.get("train_accuracy")))),
                 ("Epochs", page.e(page.fmt_number(s.get("epochs")))),
                 ("Wall time", page.e(page.fmt_seconds(s.get("wall_seconds"))))]
@@ -226,6 +237,41 @@ def _final_html(out: Path, summary: dict) -> str:
     parts.append('<p class="muted">Every curve of the final run: '
                  '<a href="final/report.html">final/report.html</a>.</p>')
     return "\n".join(parts)
+
+
+def _ensemble_html(summary: dict) -> str:
+    """The decision, each run's and the ensemble's validation and test numbers, and the
+    headline's choice."""
+    ensemble = summary.get("ensemble")
+    if not isinstance(ensemble, dict):
+        return ""
+    if not ensemble.get("built"):
+        return (f"<p>No ensemble: {page.e(ensemble.get('reason'))}. The headline is the "
+                "single run's.</p>")
+    pct, num = page.fmt_percent, page.fmt_number
+
+    def cells(r: dict) -> str:
+        return "".join(f'<td class="num">{page.e(f(r.get(k)))}</td>' for k, f in (
+            ("val_accuracy", pct), ("val_loss", num), ("test_accuracy", pct),
+            ("test_loss", num)))
+
+    rows = [f"<tr><td>{page.e(r.get('run'))}</td><td class=\"num\">{page.e(r.get('seed'))}"
+            f"</td><td class=\"num\">{page.e(r.get('epochs'))}</td>"
+            f"<td>{page.e(r.get('weights'))}</td>{cells(r)}</tr>"
+            for r in ensemble.get("members") or []]
+    rows.append(f"<tr><th>ensemble (mean of the softmax)</th><td></td><td></td><td></td>"
+                f"{cells(ensemble)}</tr>")
+    head = ('<div class="wide"><table class="grid"><thead><tr><th>run</th>'
+            '<th class="num">seed</th><th class="num">epochs</th><th>weights</th>'
+            '<th class="num">val accuracy</th><th class="num">val NLL</th>'
+            '<th class="num">test accuracy</th><th class="num">test NLL</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    facts = page.table([
+        ("Why an ensemble", page.e(ensemble.get("reason"))),
+        ("Headline", page.e(f"the {summary.get('headline')}: {summary.get('headline_why')}")),
+        ("Disagreement (test)", page.e(f"{pct(ensemble.get('test_disagreement'))} of the "
+                                       "examples, per pair of runs"))])
+    return head + facts
 
 
 def _time_html(summary: dict) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import statistics
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -101,13 +102,20 @@ def train_seeds(config: Config | dict | str | Path, seeds: list[int], out: str |
     _check_workers(workers, len(seeds))
     with torch.random.fork_rng(devices=[]):
         Trainer(config, out=None, quiet=True)  # the data, model and options, before writing
+    out = start_group(config, seeds, out)
+    return _train_members(config, out, seeds, workers, quiet)
+
+
+def start_group(config: Config, seeds: list[int], out: str | Path) -> Path:
+    """Claim ``out`` as a seed group of ``config`` and ``seeds`` (its ``config.yaml`` and
+    ``seeds.json``; no member trained yet); returns it."""
     out = claim(out, "seeds")
     if (out / SEEDS_FILE).is_file():
         raise UserError(f"{str(out)!r} already holds a seed group; finish it with gradwise "
                         f"train --resume {out}, or choose another --out")
     _io.write_text(out / RunDir.CONFIG, dump(config))
     _io.write_json(out / SEEDS_FILE, {"seeds": seeds})
-    return _train_members(config, out, seeds, workers, quiet)
+    return out
 
 
 def resume_seeds(group: str | Path, *, workers: int = 1, quiet: bool = False) -> list[dict]:
@@ -137,7 +145,7 @@ def _train_members(config: Config, group: Path, seeds: list[int], workers: int,
                    quiet: bool) -> list[dict]:
     if workers == 1:
         for seed in seeds:
-            _train_one(config, group, seed, quiet=quiet, say=not quiet)
+            train_member(config, group, seed, quiet=quiet, say=not quiet)
     else:
         shares = [seeds[i::workers] for i in range(workers)]
         threads = threads_per_worker(workers)
@@ -153,9 +161,11 @@ def _train_members(config: Config, group: Path, seeds: list[int], workers: int,
     return summaries
 
 
-def _train_one(config: Config, group: Path, seed: int, *, quiet: bool, say: bool) -> dict:
+def train_member(config: Config, group: Path, seed: int, *, quiet: bool, say: bool,
+                 callbacks: Iterable[Callable[[Trainer, dict], None]] = ()) -> dict:
     """Member ``seed``: kept if finished, resumed if interrupted, else trained (``quiet``:
-    without the Trainer's progress; ``say``: a line when it starts and ends)."""
+    without the Trainer's progress; ``say``: a line when it starts and ends; ``callbacks``:
+    the Trainer's, e.g. one that stops it at a deadline)."""
     run = RunDir(member_dir(group, seed))
     summary = run.read_summary() if run.path.is_dir() else None
     if summary is not None:
@@ -164,7 +174,7 @@ def _train_one(config: Config, group: Path, seed: int, *, quiet: bool, say: bool
         return summary
     if say:
         print(f"seed {seed}: training into {run.path}", file=sys.stderr, flush=True)
-    trainer = Trainer(with_seed(config, seed), run.path, quiet=quiet)
+    trainer = Trainer(with_seed(config, seed), run.path, quiet=quiet, callbacks=callbacks)
     summary = trainer.fit(resume=run.checkpoint_path("last").is_file())
     if say:
         print(f"seed {seed}: test accuracy {100 * summary['test_accuracy']:.2f}%",
@@ -177,7 +187,7 @@ def _worker_main(config: dict, group: str, seeds: list[int], threads: int) -> No
     torch.set_num_threads(threads)
     try:
         for seed in seeds:
-            _train_one(load_config(config), Path(group), seed, quiet=True, say=True)
+            train_member(load_config(config), Path(group), seed, quiet=True, say=True)
     except UserError as exc:
         print(f"gradwise: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -89,13 +89,14 @@ class Trainer:
         self.quiet = quiet
         torch.manual_seed(self.config.seed)
         cfg = self.config
-        data = load_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=cfg.seed,
+        split = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+        data = load_data(cfg.data.source, val_fraction=cfg.data.val_fraction, seed=split,
                          normalize=cfg.data.normalize, label_column=cfg.data.label_column,
                          classes=cfg.data.classes)
         if cfg.data.train_size is not None:
-            data = data.train_subset(cfg.data.train_size, cfg.seed)
+            data = data.train_subset(cfg.data.train_size, split)
         if cfg.data.per_class is not None:
-            data = data.per_class_subset(cfg.data.per_class, cfg.seed)
+            data = data.per_class_subset(cfg.data.per_class, split)
         self.data: Splits = data.to(self.device)
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape,
                                             self.data.num_classes,
