@@ -49,6 +49,8 @@ PLAIN = {"seed": 3, "data": DATA, "model": {"name": "mlp", "hidden": [24]},
          "train": {"epochs": 2, "batch_size": 32, "log_every": 1, "monitor_every": 0}}
 ADAMW = {**PLAIN, "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.05}}
 ZERO = {**ADAMW, "distributed": {"zero": True}}
+FLAT = {**ADAMW, "optimizer": {**ADAMW["optimizer"], "flat": True}}
+FLAT_ZERO = {**FLAT, "distributed": {"zero": True}}
 BN = {"seed": 5, "data": DATA,
       "model": {"name": "mlp", "hidden": [32, 16], "batch_norm": True, "dropout": 0.2},
       "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -110,10 +112,12 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """One job: plain SGD, plain AdamW, ZeRO AdamW and the batch-norm run (into a run dir)."""
+    """One job: plain SGD, plain AdamW, ZeRO AdamW, the batch-norm run (into a run dir), and
+    AdamW with flat storage, plain and with ZeRO."""
     out = tmp_path_factory.mktemp("ddp") / "bn"
     results = _launch([{"config": PLAIN}, {"config": ADAMW}, {"config": ZERO},
-                       {"config": BN, "out": str(out)}])
+                       {"config": BN, "out": str(out)}, {"config": FLAT},
+                       {"config": FLAT_ZERO}])
     return results, out
 
 
@@ -149,6 +153,17 @@ def test_zero_equals_the_plain_optimizer(uninterrupted):
             assert _relative(zero["state"][name], value) < 1e-6, name
         assert not np.array_equal(plain["state"]["head.weight"],
                                   results[rank][0]["state"]["head.weight"])  # not SGD's
+
+
+def test_flat_storage_trains_data_parallel_as_per_tensor_storage(uninterrupted):
+    """optimizer.flat under DDP (gradients reduced into the flat views) and under ZeRO (each
+    rank flattens its shard): the weights of per-tensor AdamW."""
+    results, _ = uninterrupted
+    for rank in (0, 1):
+        plain = results[rank][1]["state"]
+        for job in (4, 5):
+            for name, value in plain.items():
+                assert _relative(results[rank][job]["state"][name], value) < 1e-6, (job, name)
 
 
 def test_batch_norm_ranks_agree_and_every_validation_example_counts_once(uninterrupted):
