@@ -4,7 +4,8 @@ Part 1, a ResNet-sized model (gradwise's ``resnet`` with ResNet-18 widths, ~11M 
 one ``update()`` of gradwise's EMA (one ``torch._foreach_lerp_`` over parameters and float
 buffers) next to torch's ``AveragedModel`` with ``get_ema_multi_avg_fn`` and
 ``use_buffers=True`` (the same work: parameters and buffers averaged), timm's ``ModelEmaV3``
-(when timm imports) and a hand-written per-tensor ``lerp_`` loop. Every contender keeps its own
+(timm installed: `pip install --no-deps timm` is enough, the module imports only torch) and a
+hand-written per-tensor ``lerp_`` loop. Every contender keeps its own
 averaged copy of the same live model; each round runs each of them for a block of updates in a
 rotating order, and the table gives the median update, the ratio to the fastest peer (above 1:
 faster than it) and the bytes moved (read average and weights, write average: 12 per fp32
@@ -21,9 +22,11 @@ update of the same model, interleaved; the EMA's share of the step.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -57,11 +60,30 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, block:
 
 def timm_ema(model: nn.Module, decay: float) -> Callable[[], object] | str:
     try:
-        from timm.utils import ModelEmaV3  # type: ignore[import-not-found]
+        ModelEmaV3 = _timm_model_ema().ModelEmaV3
     except Exception as error:  # any failure to import means: not measured
         return f"not measured ({type(error).__name__}: {error})".splitlines()[0][:120]
     ema = ModelEmaV3(model, decay=decay)
     return lambda: ema.update(model)
+
+
+def _timm_model_ema():
+    """timm's ``timm.utils.model_ema`` module. ``import timm`` needs torchvision; where that
+    fails (a torchvision build that does not match torch), the module is loaded from timm's
+    installed file alone: it imports nothing but torch."""
+    try:
+        from timm.utils import model_ema  # type: ignore[import-not-found]
+        return model_ema
+    except ImportError:
+        spec = importlib.util.find_spec("timm")
+        if spec is None or not spec.submodule_search_locations:
+            raise
+        path = Path(spec.submodule_search_locations[0]) / "utils" / "model_ema.py"
+        module_spec = importlib.util.spec_from_file_location("timm_model_ema", path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
 
 
 def hand_loop(model: nn.Module, decay: float) -> Callable[[], object]:
