@@ -54,6 +54,30 @@ def test_dead_relu_fraction_counts_units_silent_for_the_whole_batch(digits):
     assert any("75% of the units after 1 are dead" in w for w in monitor.warnings)
 
 
+def test_dead_relu_fraction_of_conv_channels_matches_any_over_batch_and_space():
+    """Channels (N, C, H, W) in both memory layouts against the definition: a channel is dead
+    when no sample fires it anywhere, ``(out > 0).any(dim=(0, 2, 3))`` false."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 12, 3)
+    with torch.no_grad():
+        conv.bias[:5] = -1e3   # 5 of 12 channels never fire
+        conv.bias[5] = -1.5    # one fires only at a few positions of a few samples
+    model = torch.nn.Sequential(conv, torch.nn.ReLU())
+    x = torch.randn(16, 3, 10, 10)
+    fired = model(x) > 0
+    assert 0 < float(fired[:, 5].float().mean()) < 0.05  # the rare channel is a real test
+    dead = ~fired.any(dim=(0, 2, 3))
+    assert int(dead.sum()) == 5
+    oracle = float(dead.float().mean())
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model.to(memory_format=layout)
+        monitor = Monitor(model, num_classes=10, every=1)
+        monitor.begin(1)
+        model(x.contiguous(memory_format=layout))
+        monitor.before_update()
+        assert monitor.end()["dead_relu"] == {"1": oracle}
+
+
 def test_monitor_records_land_in_the_run_every_n_steps():
     trainer = Trainer(DIGITS, out=None, quiet=True)
     trainer.fit()

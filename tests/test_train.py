@@ -173,3 +173,22 @@ def test_a_callback_can_stop_the_run_without_it_counting_as_divergence():
     assert summary["epochs"] == 2 and summary["stopped_early"]
     assert summary["stop_reason"] == "pruned: behind the median"
     assert summary["diagnosis"]["label"] != "diverging"
+
+
+def test_cpu_evaluation_runs_in_cache_sized_chunks_with_the_one_batch_results():
+    """On CPU, evaluate() feeds the model at most 256 samples at a time whatever
+    eval_batch_size says, and gives the numbers of one eval-mode pass over everything."""
+    trainer = Trainer(digits_config(epochs=1, eval_batch_size=1024), out=None, quiet=True)
+    x, y = trainer.data.x_train, trainer.data.y_train
+    assert len(x) > 1024  # one configured batch would hold all of it
+    sizes = []
+    hook = trainer.model.register_forward_hook(lambda m, inputs, out: sizes.append(len(out)))
+    loss, accuracy = trainer.evaluate(x, y)
+    hook.remove()
+    assert sizes == [256] * (len(x) // 256) + [len(x) % 256]
+    trainer.model.eval()
+    with torch.no_grad():
+        logits = trainer.model(x)
+    trainer.model.train()
+    assert math.isclose(loss, float(torch.nn.functional.cross_entropy(logits, y)), rel_tol=1e-5)
+    assert accuracy == int((logits.argmax(1) == y).sum()) / len(x)

@@ -63,6 +63,9 @@ from .progress import Progress
 
 # schedules whose length defaults to the length of training
 _SIZED = {"cosine": "total_steps", "onecycle": "total_steps"}
+#: On CPU, evaluation runs in chunks of at most this many samples, whose activations stay in the
+#: cache: examples/mnist.yaml's convnet, one thread, 192 us an image against 354 at 1024.
+_CPU_EVAL_CHUNK = 256
 
 
 class Trainer:
@@ -352,11 +355,13 @@ class Trainer:
 
     def _eval_logits(self, x: Tensor) -> Iterator[tuple[slice, Tensor]]:
         """The model's float logits in eval mode on ``x``, batch by batch
-        (``train.eval_batch_size``), each with the slice of ``x`` it covers; the model's
-        training flag comes back afterwards."""
+        (``train.eval_batch_size``, at most 256 on CPU), each with the slice of ``x`` it covers;
+        the model's training flag comes back afterwards."""
         was_training = self.model.training
         self.model.eval()
         bs = self.config.train.eval_batch_size
+        if self.device.type == "cpu":  # eval-mode samples are independent: same results
+            bs = min(bs, _CPU_EVAL_CHUNK)
         try:
             for i in range(0, len(x), bs):
                 with self._autocast():
