@@ -39,7 +39,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -52,8 +52,16 @@ from ..rundir import RunDir
 from ..train import Trainer
 from ..train.seeds import SEEDS_FILE, member_dir, read_seeds, start_group, train_member
 
-if TYPE_CHECKING:
-    from .core import Recipe
+
+class Recipe(Protocol):
+    """What the ensemble step uses of the recipe running it (:class:`gradwise.recipe.Recipe`):
+    its folder, whether it is quiet, and its progress line."""
+
+    out: Path
+    quiet: bool
+
+    def _say(self, text: str) -> None: ...
+
 
 #: The most and the fewest members the rule plans (5: what docs/ensembles.md measured).
 MAX_MEMBERS = 5
