@@ -103,16 +103,16 @@ class Bucket:
         if not all(s and set(s) == keys for s in own) or len(set(steps)) > 1:
             self.state, self.steps, self.t = None, None, None
             return
-        fresh = make(self.param)
-        self.state = {k: v for k, v in fresh.items() if k != "step"}
+        self.create_state(state, make)  # `own` keeps the loaded tensors
+        assert self.state is not None
         for i, s in enumerate(own):
             assert s is not None
             for k, flat in self.state.items():
                 self.view(flat, i).copy_(s[k])
-        self.steps = torch.full((len(self.params),), steps[0]) if steps else None
+        if self.steps is not None:
+            self.steps.fill_(steps[0])
         # without a counter (SGD) only the first update is special: any later count will do
         self.t = int(steps[0]) if steps else 2
-        self._point_state(state)
 
     def create_state(self, state: dict, make: Callable[[Tensor], dict]) -> None:
         """Fresh state for every parameter, as views of new flat buffers."""
